@@ -1,0 +1,194 @@
+#include "common/daemon.h"
+
+#include <sys/prctl.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "common/log.h"
+#include "common/services.h"
+#include "common/text.h"
+
+namespace tern::common {
+
+std::vector<int> DaemonContext::listeners(const std::string& name) const {
+  std::vector<int> out;
+  for (const auto& f : listen_fds) {
+    if (f.name == name) out.push_back(f.fd);
+  }
+  return out;
+}
+
+std::string default_config_path() {
+  const char* env = std::getenv("TERN_CONFIG");
+  return env && *env ? env : "/etc/tern/tern.conf";
+}
+
+Config load_config_or_exit(const std::string& path, const std::vector<std::string>& overrides) {
+  Result<Config> cfg = Config::load_file(path);
+  if (!cfg) {
+    log::fatal_exit(EX_CONFIG, "%s", cfg.error().message.c_str());
+  }
+  for (const std::string& o : overrides) {
+    size_t eq = o.find('=');
+    if (eq == std::string::npos) log::fatal_exit(EX_USAGE, "-o %s: expected key=value", log_escape(o).c_str());
+    if (Status s = cfg->set(std::string(trim(o.substr(0, eq))), o.substr(eq + 1), "-o " + o); !s) {
+      log::fatal_exit(EX_CONFIG, "%s", s.error().message.c_str());
+    }
+  }
+  if (!overrides.empty()) {
+    if (Status s = cfg->validate(); !s) log::fatal_exit(EX_CONFIG, "%s", s.error().message.c_str());
+  }
+  return std::move(cfg).value();
+}
+
+void init_logging(const Config& cfg, const std::string& service, bool debug) {
+  log::Options o;
+  o.syslog_name = cfg.str("syslog_name");
+  o.service = service;
+  o.debug = debug || cfg.boolean("tern_debug");
+  std::string file = cfg.str("maillog_file");
+  if (file.empty()) {
+    o.sink = log::Sink::kSyslog;
+  } else if (file == "/dev/stderr") {
+    o.sink = log::Sink::kStderr;
+  } else {
+    o.sink = log::Sink::kFile;
+    o.file = file;
+  }
+  log::init(o);
+}
+
+int daemon_main(int argc, char** argv, const DaemonSpec& spec) {
+  std::string config_path = default_config_path();
+  std::vector<std::string> overrides;
+  bool debug = false;
+  // Until the config says otherwise, problems go to stderr under the daemon's name.
+  log::Options early;
+  early.service = spec.log_service;
+  early.sink = log::Sink::kStderr;
+  log::init(early);
+
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "-c" && i + 1 < argc) {
+      config_path = argv[++i];
+    } else if (a == "-o" && i + 1 < argc) {
+      overrides.push_back(argv[++i]);
+    } else if (a == "--foreground" || a == "-f") {
+      // Always in the foreground: the master or systemd supervises.
+    } else if (a == "-v") {
+      debug = true;
+    } else if (a == "--help" || a == "-h") {
+      std::printf("usage: %s [-c config] [-o key=value]... [--foreground] [-v]\n", spec.name.c_str());
+      return 0;
+    } else {
+      log::fatal_exit(EX_USAGE, "unknown argument '%s'; usage: %s [-c config] [-o key=value]... [--foreground] [-v]",
+                      log_escape(a, 64).c_str(), spec.name.c_str());
+    }
+  }
+
+  ::signal(SIGPIPE, SIG_IGN);
+  DaemonContext ctx;
+  ctx.config_path = config_path;
+  ctx.overrides = overrides;
+  ctx.config = load_config_or_exit(config_path, overrides);
+  init_logging(ctx.config, spec.log_service, debug);
+
+  const char* master_pid_env = std::getenv("TERN_MASTER_PID");
+  const uint64_t master_pid = master_pid_env ? parse_u64(master_pid_env).value_or(0) : 0;
+  ctx.under_master = master_pid != 0 && master_pid == static_cast<uint64_t>(::getppid());
+  ::unsetenv("TERN_MASTER_PID");
+
+  ctx.listen_fds = net::take_listen_fds();
+  std::vector<BoundListener> own;  // kept open for the life of the process
+  const std::string short_name = spec.name.rfind("tern-", 0) == 0 ? spec.name.substr(5) : spec.name;
+  Result<ServiceSpec> service = find_service(ctx.config, short_name);
+  if (ctx.listen_fds.empty() && !ctx.under_master && service) {
+    // Running alone: bind our own listeners from the same table the master uses.
+    if (Status s = make_directories(directory_table(ctx.config)); !s) {
+      log::fatal_exit(EX_CANTCREAT, "%s", s.error().message.c_str());
+    }
+    Result<std::vector<BoundListener>> bound = bind_listeners(*service);
+    if (!bound) log::fatal_exit(EX_UNAVAILABLE, "%s", bound.error().message.c_str());
+    own = std::move(bound).value();
+    for (const BoundListener& b : own) ctx.listen_fds.push_back({b.name, b.fd.get()});
+  }
+
+  ev::Loop loop;
+  ctx.loop = &loop;
+
+  if (spec.pre_jail) {
+    if (Status s = spec.pre_jail(ctx); !s) {
+      log::fatal_exit(s.error().kind == ErrorKind::kConfig ? EX_CONFIG : EX_UNAVAILABLE, "%s",
+                      s.error().message.c_str());
+    }
+  }
+
+  // Drop privilege: to the user the config names for this service.
+  const std::string user_key = service ? service->user_key : "";
+  if (::geteuid() == 0) {
+    if (user_key.empty()) {
+      if (!spec.may_run_as_root) log::fatal_exit(EX_CONFIG, "%s has no configured user and refuses to run as root", spec.name.c_str());
+    } else {
+      std::string user_name = ctx.config.str(user_key);
+      Result<UserIds> user = lookup_user(user_name);
+      if (!user) log::fatal_exit(EX_NOUSER, "%s: %s = %s: %s", ctx.config.origin(user_key).c_str(), user_key.c_str(),
+                                 user_name.c_str(), user.error().message.c_str());
+      if (user->uid == 0 && !spec.may_run_as_root) {
+        log::fatal_exit(EX_CONFIG, "%s: %s = %s: refusing to run %s as root", ctx.config.origin(user_key).c_str(),
+                        user_key.c_str(), user_name.c_str(), spec.name.c_str());
+      }
+      if (user->uid != 0) {
+        gid_t gid = user->gid;
+        if (user_key == "mail_uid") {
+          Result<gid_t> g = lookup_group(ctx.config.str("mail_gid"));
+          if (!g) log::fatal_exit(EX_NOUSER, "mail_gid: %s", g.error().message.c_str());
+          gid = *g;
+        }
+        if (Status s = drop_privileges(*user, gid); !s) log::fatal_exit(EX_OSERR, "%s", s.error().message.c_str());
+      }
+    }
+  }
+  if (::geteuid() == 0 && !spec.may_run_as_root) log::fatal_exit(EX_OSERR, "still root after dropping privileges");
+  ctx.user = current_user();
+
+  if (ctx.under_master) {
+    // Exit with the master: a credential change cleared any earlier death signal.
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (master_pid != static_cast<uint64_t>(::getppid())) return 0;  // it died before the prctl
+  }
+
+  if (spec.post_jail) {
+    if (Status s = spec.post_jail(ctx); !s) {
+      log::fatal_exit(s.error().kind == ErrorKind::kConfig ? EX_CONFIG : EX_UNAVAILABLE, "%s",
+                      s.error().message.c_str());
+    }
+  }
+
+  ev::Signal sigterm(loop), sigint(loop), sighup(loop);
+  auto stop = [&] {
+    if (ctx.on_stop) {
+      auto f = std::move(ctx.on_stop);  // a second signal stops at once
+      ctx.on_stop = nullptr;
+      f();
+    } else {
+      loop.stop();
+    }
+  };
+  sigterm.start(SIGTERM, stop);
+  sigint.start(SIGINT, stop);
+  sighup.start(SIGHUP, [&] {
+    if (ctx.on_reload) ctx.on_reload();
+  });
+  log::info("daemon started -- version %s, configuration %s", "0.1.0", config_path.c_str());
+  loop.run();
+  log::info("stopping");
+  return 0;
+}
+
+}  // namespace tern::common

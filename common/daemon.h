@@ -1,0 +1,66 @@
+// The start of every Tern daemon, in one place (Postfix's single_server_main with
+// its pre_jail_init / post_jail_init hooks; OpenSMTPD's dispatcher start-up):
+//
+//   read the config -> take the listeners (inherited from tern-master or systemd as
+//   LISTEN_FDS, or bound here when run alone) -> pre_jail hook (open what needs
+//   privilege: TLS keys, files) -> drop to the configured user -> verify it is
+//   dropped (exit if still root) -> post_jail hook (build the service on the loop)
+//   -> run the loop until SIGTERM.
+//
+// Command line, the same for every daemon:
+//   -c FILE        config file (default $TERN_CONFIG, else /etc/tern/tern.conf)
+//   -o key=value   override one parameter (as postfix -o)
+//   --foreground   stay in the foreground (always true; accepted for unit files)
+//   -v             debug logging
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common/config.h"
+#include "common/loop.h"
+#include "common/privilege.h"
+#include "common/result.h"
+#include "common/sockets.h"
+
+namespace tern::common {
+
+struct DaemonContext {
+  Config config;
+  std::string config_path;
+  std::vector<std::string> overrides;          // the -o key=value options, to pass on
+  ev::Loop* loop = nullptr;
+  std::vector<net::InheritedFd> listen_fds;    // every listener this daemon serves
+  UserIds user;                                 // who we run as after the drop
+  bool under_master = false;                    // started by tern-master
+  // Set by post_jail. on_stop: SIGTERM/SIGINT, stop accepting and end the loop when
+  // the sessions are done (the master kills us after master_stop_timeout anyway).
+  // on_reload: SIGHUP.
+  std::function<void()> on_stop;
+  std::function<void()> on_reload;
+
+  // Every inherited fd with this listener name.
+  std::vector<int> listeners(const std::string& name) const;
+};
+
+struct DaemonSpec {
+  std::string name;          // "tern-authd"; the service table entry is the part after "tern-"
+  std::string log_service;   // default log service: "auth", "smtpd", "lmtp", "imap-login"
+  bool may_run_as_root = false;  // only where DESIGN.md says the daemon needs root
+  std::function<Status(DaemonContext&)> pre_jail;
+  std::function<Status(DaemonContext&)> post_jail;
+};
+
+// Runs the daemon; returns the process exit code.
+int daemon_main(int argc, char** argv, const DaemonSpec& spec);
+
+// Loads the config named by -c / $TERN_CONFIG / the default and applies overrides,
+// exiting with EX_CONFIG and a "file:line: ..." message on error. Used by the daemons,
+// the master and the command-line tools alike.
+Config load_config_or_exit(const std::string& path, const std::vector<std::string>& overrides);
+std::string default_config_path();
+// Sets up logging from the config (maillog_file, syslog_name, tern_debug).
+void init_logging(const Config& cfg, const std::string& service, bool debug);
+
+}  // namespace tern::common

@@ -1,0 +1,96 @@
+#include "common/privilege.h"
+
+#include <grp.h>
+#include <pwd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <vector>
+
+#include "common/text.h"
+
+namespace tern::common {
+namespace {
+
+Result<UserIds> from_passwd(const std::string& what, struct passwd* pw, int rc) {
+  if (!pw) {
+    if (rc == 0) return make_error(ErrorKind::kNotFound, "no such user: " + what);
+    return errno_error("getpwnam " + what, rc);
+  }
+  UserIds u;
+  u.name = pw->pw_name;
+  u.uid = pw->pw_uid;
+  u.gid = pw->pw_gid;
+  u.home = pw->pw_dir ? pw->pw_dir : "";
+  u.shell = pw->pw_shell ? pw->pw_shell : "";
+  return u;
+}
+
+}  // namespace
+
+Result<UserIds> lookup_user(const std::string& name_or_uid) {
+  if (std::optional<uint64_t> n = parse_u64(name_or_uid); n) return lookup_uid(static_cast<uid_t>(*n));
+  std::vector<char> buf(16384);
+  struct passwd pwd, *pw = nullptr;
+  int rc = ::getpwnam_r(name_or_uid.c_str(), &pwd, buf.data(), buf.size(), &pw);
+  return from_passwd(name_or_uid, pw, rc);
+}
+
+Result<UserIds> lookup_uid(uid_t uid) {
+  std::vector<char> buf(16384);
+  struct passwd pwd, *pw = nullptr;
+  int rc = ::getpwuid_r(uid, &pwd, buf.data(), buf.size(), &pw);
+  return from_passwd("uid " + std::to_string(uid), pw, rc);
+}
+
+Result<gid_t> lookup_group(const std::string& name_or_gid) {
+  if (std::optional<uint64_t> n = parse_u64(name_or_gid); n) return static_cast<gid_t>(*n);
+  std::vector<char> buf(16384);
+  struct group grp, *g = nullptr;
+  int rc = ::getgrnam_r(name_or_gid.c_str(), &grp, buf.data(), buf.size(), &g);
+  if (!g) {
+    if (rc == 0) return make_error(ErrorKind::kNotFound, "no such group: " + name_or_gid);
+    return errno_error("getgrnam " + name_or_gid, rc);
+  }
+  return g->gr_gid;
+}
+
+UserIds current_user() {
+  Result<UserIds> u = lookup_uid(::geteuid());
+  if (u) return *u;
+  UserIds x;
+  x.name = std::to_string(::geteuid());
+  x.uid = ::geteuid();
+  x.gid = ::getegid();
+  return x;
+}
+
+Status drop_privileges(const UserIds& user, gid_t gid) {
+  if (user.uid == 0) return make_error(ErrorKind::kDenied, "refusing to drop privileges to root");
+  const bool was_root = ::geteuid() == 0;
+  if (was_root) {
+    if (::setgroups(1, &gid) < 0) return errno_error("setgroups", errno);
+    if (::setresgid(gid, gid, gid) < 0) return errno_error("setgid " + std::to_string(gid), errno);
+    if (::setresuid(user.uid, user.uid, user.uid) < 0) return errno_error("setuid " + user.name, errno);
+  } else if (::geteuid() != user.uid) {
+    return make_error(ErrorKind::kDenied, "running as uid " + std::to_string(::geteuid()) + ", cannot become " +
+                                              user.name + " (uid " + std::to_string(user.uid) + ") without root");
+  }
+  // Verify: every id is the target, and root cannot come back.
+  uid_t ru, eu, su;
+  gid_t rg, eg, sg;
+  ::getresuid(&ru, &eu, &su);
+  ::getresgid(&rg, &eg, &sg);
+  if (ru != user.uid || eu != user.uid || su != user.uid) {
+    return make_error(ErrorKind::kDenied, "privilege drop failed: uid is still " + std::to_string(eu));
+  }
+  if (was_root && (rg != gid || eg != gid || sg != gid)) {
+    return make_error(ErrorKind::kDenied, "privilege drop failed: gid is still " + std::to_string(eg));
+  }
+  if (::setuid(0) == 0 || ::seteuid(0) == 0) {
+    return make_error(ErrorKind::kDenied, "privilege drop failed: root can be regained");
+  }
+  return {};
+}
+
+}  // namespace tern::common

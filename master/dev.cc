@@ -1,0 +1,120 @@
+#include "master/dev.h"
+
+#include <limits.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <fstream>
+
+#include "common/config.h"
+#include "common/privilege.h"
+#include "common/tls.h"
+
+namespace tern::master {
+
+using common::ErrorKind;
+
+namespace {
+
+std::string self_dir() {
+  char buf[PATH_MAX];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return ".";
+  std::string p(buf, static_cast<size_t>(n));
+  return p.substr(0, p.rfind('/'));
+}
+
+}  // namespace
+
+common::Result<std::string> prepare_dev(const std::string& dir_in) {
+  if (::mkdir(dir_in.c_str(), 0755) < 0 && errno != EEXIST) return common::errno_error("mkdir " + dir_in, errno);
+  char real[PATH_MAX];
+  if (!::realpath(dir_in.c_str(), real)) return common::errno_error("realpath " + dir_in, errno);
+  const std::string dir = real;
+  const std::string conf = dir + "/tern.conf";
+  const std::string tls_dir = dir + "/tls";
+  if (::mkdir(tls_dir.c_str(), 0700) < 0 && errno != EEXIST) return common::errno_error("mkdir " + tls_dir, errno);
+  const std::string cert = tls_dir + "/cert.pem", key = tls_dir + "/key.pem";
+  if (::access(cert.c_str(), R_OK) != 0 || ::access(key.c_str(), R_OK) != 0) {
+    if (common::Status s = common::tls::make_self_signed(cert, key, "mail.example.test"); !s) return s.take_error();
+  }
+  if (::access(conf.c_str(), F_OK) == 0) return conf;
+
+  // Who the daemons run as: as root, the system users scripts/setup creates (as a
+  // package would); otherwise the invoking user for all of them.
+  std::string owner, login, auth, mail_uid, mail_gid, first_uid;
+  if (::geteuid() == 0) {
+    for (const char* u : {"tern", "tern-login", "tern-auth", "vmail"}) {
+      if (!common::lookup_user(u)) {
+        return common::make_error(ErrorKind::kConfig, std::string("system user '") + u +
+                                                           "' does not exist: run scripts/setup (it creates tern, "
+                                                           "tern-login, tern-auth and vmail)");
+      }
+    }
+    owner = "tern";
+    login = "tern-login";
+    auth = "tern-auth";
+    mail_uid = "vmail";
+    mail_gid = "vmail";
+    first_uid = "100";
+  } else {
+    common::UserIds me = common::current_user();
+    owner = login = auth = mail_uid = me.name;
+    mail_gid = std::to_string(me.gid);
+    first_uid = std::to_string(std::min<uid_t>(me.uid, 500));
+  }
+  std::ofstream out(conf);
+  out << "# Tern development configuration, written by tern-master --dev.\n"
+         "# Edit freely: it is not rewritten while it exists. Keys are Postfix's and Dovecot's.\n"
+         "myhostname = mail.example.test\n"
+         "mydomain = example.test\n"
+         "mydestination = $myhostname, localhost.$mydomain, localhost, $mydomain\n"
+         "inet_interfaces = 127.0.0.1\n"
+         "inet_protocols = ipv4\n"
+         "smtpd_port = 2525\n"
+         "submission_port = 2587\n"
+         "smtps_port = 2465\n"
+         "imap_port = 1143\n"
+         "imaps_port = 1993\n"
+         "pop3_port = 1110\n"
+         "pop3s_port = 1995\n"
+         "base_dir = " << dir << "/run\n"
+         "queue_directory = " << dir << "/spool\n"
+         "data_directory = " << dir << "/lib\n"
+         "daemon_directory = " << self_dir() << "\n"
+         "command_directory = " << self_dir() << "\n"
+         "maillog_file = /dev/stderr\n"
+         "smtpd_tls_cert_file = " << cert << "\n"
+         "smtpd_tls_key_file = " << key << "\n"
+         "mail_owner = " << owner << "\n"
+         "default_login_user = " << login << "\n"
+         "authd_user = " << auth << "\n"
+         "mail_uid = " << mail_uid << "\n"
+         "mail_gid = " << mail_gid << "\n"
+         "first_valid_uid = " << first_uid << "\n";
+  out.close();
+  if (!out) return common::make_error(ErrorKind::kTemp, "cannot write " + conf);
+  // Check what we wrote with the same parser the daemons use.
+  if (common::Result<common::Config> c = common::Config::load_file(conf); !c) return c.take_error();
+  return conf;
+}
+
+std::string dev_banner(const std::string& dir, const std::string& config_path) {
+  common::Result<common::Config> c = common::Config::load_file(config_path);
+  if (!c) return "";
+  auto port = [&](const char* k) { return c->str(k); };
+  std::string host = "127.0.0.1";
+  std::string b;
+  b += "\nTern is running (development default), state in " + dir + "\n";
+  b += "  SMTP       " + host + ":" + port("smtpd_port") + "   submission " + host + ":" + port("submission_port") +
+       "   SMTPS " + host + ":" + port("smtps_port") + "\n";
+  b += "  IMAP       " + host + ":" + port("imap_port") + "   IMAPS      " + host + ":" + port("imaps_port") + "\n";
+  b += "  POP3       " + host + ":" + port("pop3_port") + "   POP3S      " + host + ":" + port("pop3s_port") + "\n";
+  b += "  config     " + config_path + "   (ternctl -c " + config_path + " status)\n";
+  b += "Ctrl-C stops everything.\n";
+  return b;
+}
+
+}  // namespace tern::master
