@@ -85,6 +85,7 @@ common::Result<std::string> prepare_dev(const std::string& dir_in) {
          "data_directory = " << dir << "/lib\n"
          "daemon_directory = " << self_dir() << "\n"
          "command_directory = " << self_dir() << "\n"
+         "mail_home = " << dir << "/mail/%d/%n\n"
          "maillog_file = /dev/stderr\n"
          "smtpd_tls_cert_file = " << cert << "\n"
          "smtpd_tls_key_file = " << key << "\n"

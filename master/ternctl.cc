@@ -30,6 +30,7 @@ const Command kCommands[] = {
     {"status", "status                          the daemons: pid, uptime, restarts", cmd_status},
     {"reload", "reload                          re-read tern.conf and restart the daemons on it", cmd_reload},
     {"stop", "stop                            stop the mail system", cmd_stop},
+    {"tls-selfsigned", "tls-selfsigned CERT KEY HOST    write a self-signed certificate and key for HOST", cmd_tls_selfsigned},
 };
 
 void usage(FILE* f) {

@@ -22,5 +22,6 @@ int cmd_config(const Invocation& inv);
 int cmd_status(const Invocation& inv);
 int cmd_reload(const Invocation& inv);
 int cmd_stop(const Invocation& inv);
+int cmd_tls_selfsigned(const Invocation& inv);
 
 }  // namespace tern::ternctl

@@ -8,6 +8,7 @@
 #include "common/config_keys.h"
 #include "common/sockets.h"
 #include "common/text.h"
+#include "common/tls.h"
 #include "master/control_protocol.h"
 #include "master/ternctl.h"
 
@@ -80,6 +81,18 @@ int request(const Invocation& inv, const std::string& req) {
 }
 
 }  // namespace
+
+int cmd_tls_selfsigned(const Invocation& inv) {
+  if (inv.args.size() != 3) {
+    std::fprintf(stderr, "usage: ternctl tls-selfsigned CERT KEY HOST\n");
+    return EX_USAGE;
+  }
+  if (common::Status s = common::tls::make_self_signed(inv.args[0], inv.args[1], inv.args[2]); !s) {
+    std::fprintf(stderr, "ternctl: %s\n", s.error().message.c_str());
+    return EX_CANTCREAT;
+  }
+  return 0;
+}
 
 int cmd_status(const Invocation& inv) { return request(inv, "status"); }
 int cmd_reload(const Invocation& inv) { return request(inv, "reload"); }

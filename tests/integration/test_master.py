@@ -1,0 +1,209 @@
+"""tern-master: starting, supervising, reloading and stopping the daemons."""
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from tern_harness import BIN, Tern, is_root, proc_status, wait_for
+
+SERVICES = ["authd", "mda", "mta", "mra"]
+
+
+def test_status_lists_every_daemon(tern):
+    st = tern.status()
+    assert set(st) == set(SERVICES)
+    for name in SERVICES:
+        assert st[name]["state"] == "running"
+        assert st[name]["pid"] > 0
+        assert os.path.exists(f"/proc/{st[name]['pid']}")
+
+
+@pytest.mark.skipif(not is_root(), reason="dropping to other users needs root; unprivileged runs keep the invoking user")
+def test_daemons_run_as_configured_users(tern):
+    import grp
+    import pwd
+    expect = {"authd": "tern-auth", "mda": "vmail", "mta": "tern", "mra": "tern-login"}
+    for name, user in expect.items():
+        pw = pwd.getpwnam(user)
+        gid = grp.getgrnam("vmail").gr_gid if name == "mda" else pw.pw_gid
+        st = proc_status(tern.pid_of(name))
+        assert st["Uid"].split() == [str(pw.pw_uid)] * 4, (name, st["Uid"])
+        assert st["Gid"].split() == [str(gid)] * 4, (name, st["Gid"])
+        assert st["Groups"].split() == [str(gid)], (name, st["Groups"])
+
+
+def test_listeners_are_inherited(tern):
+    # The MTA answers on its port through the socket the master bound.
+    with socket.create_connection(("127.0.0.1", tern.port("smtp")), timeout=5) as s:
+        assert s.recv(512)
+    # A daemon's fds 3.. are sockets it inherited; the master's control socket is not among them.
+    pid = tern.pid_of("mta")
+    fd3 = os.readlink(f"/proc/{pid}/fd/3")
+    assert fd3.startswith("socket:")
+
+
+def test_sigkill_is_restarted(tern):
+    old = tern.pid_of("mta")
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: tern.status()["mta"]["pid"] not in (0, old) and tern.status()["mta"]["state"] == "running",
+             timeout=15, what="mta restarted")
+    st = tern.status()["mta"]
+    assert st["restarts"] == 1
+    assert "killed by signal 9" in st["last_exit"]
+    log = tern.wait_log("killed by signal 9")
+    assert f"pid {old} killed by signal 9" in log
+    # Still serving on the same port.
+    with socket.create_connection(("127.0.0.1", tern.port("smtp")), timeout=5) as s:
+        assert s.recv(512)
+
+
+def test_always_crashing_daemon_is_backed_off(tern_factory, tmp_path):
+    # A daemon directory where tern-mra is a program that dies at once.
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for name in os.listdir(BIN):
+        if name != "tern-mra":
+            os.symlink(os.path.join(BIN, name), bindir / name)
+    crash = bindir / "tern-mra"
+    crash.write_text("#!/bin/sh\nexit 3\n")
+    crash.chmod(0o755)
+    os.chmod(tmp_path, 0o755)
+    t = tern_factory(settings={"daemon_directory": str(bindir), "master_restart_delay": "1s",
+                               "service_throttle_time": "4s"}, start=False)
+    t.start(wait=False)
+    wait_for(lambda: (t.status() or {}).get("mra", {}).get("restarts", 0) >= 3, timeout=30, what="3 restarts")
+    # Backoff: restarts come 1s, 2s, 4s, 4s... apart, so in 6 more seconds there are at
+    # most 3 more, where a hot respawn loop would make hundreds.
+    r0 = t.status()["mra"]["restarts"]
+    time.sleep(6)
+    r1 = t.status()["mra"]["restarts"]
+    assert 1 <= r1 - r0 <= 3
+    assert t.status()["mra"]["last_exit"].startswith("exit status 3")
+    assert "bad command startup -- throttling" in t.log()
+    # The other daemons are unaffected.
+    assert t.status()["mta"]["state"] == "running"
+
+
+def test_sigterm_stops_everything_within_deadline(tern):
+    pids = [tern.pid_of(s) for s in SERVICES]
+    t0 = time.monotonic()
+    tern.proc.send_signal(signal.SIGTERM)
+    tern.proc.wait(timeout=15)
+    assert time.monotonic() - t0 < 11
+    assert tern.proc.returncode == 0
+    for p in pids:
+        assert not os.path.exists(f"/proc/{p}") or proc_status(p).get("State", "").startswith("Z")
+
+
+def test_sigterm_kills_a_daemon_that_ignores_it(tern_factory, tmp_path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for name in os.listdir(BIN):
+        if name != "tern-mda":
+            os.symlink(os.path.join(BIN, name), bindir / name)
+    stubborn = bindir / "tern-mda"
+    stubborn.write_text("#!/usr/bin/python3\nimport signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                        "while True: time.sleep(1)\n")
+    stubborn.chmod(0o755)
+    os.chmod(tmp_path, 0o755)
+    t = tern_factory(settings={"daemon_directory": str(bindir), "master_stop_timeout": "2s"})
+    pid = t.pid_of("mda")
+    t0 = time.monotonic()
+    t.proc.send_signal(signal.SIGTERM)
+    t.proc.wait(timeout=15)
+    assert time.monotonic() - t0 < 6
+    assert "did not stop in time -- killing it" in t.log()
+    assert not os.path.exists(f"/proc/{pid}") or proc_status(pid).get("State", "").startswith("Z")
+
+
+def test_port_in_use_is_a_clear_error(tern_factory):
+    t = tern_factory(start=False)
+    blocker = socket.socket()
+    blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    blocker.bind(("127.0.0.1", t.port("imap")))
+    blocker.listen()
+    try:
+        r = subprocess.run([os.path.join(BIN, "tern-master"), "-c", t.conf_path], capture_output=True, text=True,
+                           timeout=20)
+    finally:
+        blocker.close()
+    assert r.returncode != 0
+    out = r.stderr + t.log()
+    assert f"bind 127.0.0.1:{t.port('imap')}: Address already in use" in out
+    assert "imap" in out
+
+
+def test_second_master_refuses(tern):
+    r = subprocess.run([os.path.join(BIN, "tern-master"), "-c", tern.conf_path], capture_output=True, text=True,
+                       timeout=20)
+    assert r.returncode != 0
+    assert "already running" in r.stderr + tern.log()
+
+
+def test_reload_restarts_daemons_on_new_config(tern):
+    old = {s: tern.pid_of(s) for s in SERVICES}
+    tern.reload()
+    wait_for(lambda: all(tern.status()[s]["pid"] not in (0, old[s]) and tern.status()[s]["state"] == "running"
+                         for s in SERVICES), timeout=15, what="daemons restarted after reload")
+    assert "reload -- version" in tern.log()
+
+
+def test_reload_with_broken_config_keeps_running(tern):
+    old = {s: tern.pid_of(s) for s in SERVICES}
+    good = open(tern.conf_path).read()
+    with open(tern.conf_path, "a") as f:
+        f.write("myhostnme = typo.example\n")
+    lineno = len(good.splitlines()) + 1
+    # ternctl checks the file first and names file:line, the key and the nearest known key.
+    r = tern.ternctl("reload", check=False)
+    assert r.returncode != 0
+    assert f"{tern.conf_path}:{lineno}: unknown parameter 'myhostnme'; did you mean 'myhostname'?" in r.stderr
+    # The master, sent SIGHUP, refuses the file too and keeps the daemons it has.
+    tern.proc.send_signal(signal.SIGHUP)
+    tern.wait_log("reload failed, still running the old configuration")
+    assert f"{tern.conf_path}:{lineno}: unknown parameter 'myhostnme'" in tern.log()
+    for s, pid in old.items():
+        assert os.path.exists(f"/proc/{pid}"), s
+    with open(tern.conf_path, "w") as f:
+        f.write(good)
+    assert {s: tern.pid_of(s) for s in SERVICES} == old
+
+
+def test_sighup_reloads(tern):
+    old = tern.pid_of("mra")
+    tern.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: tern.status()["mra"]["pid"] not in (0, old), timeout=15, what="mra restarted on SIGHUP")
+
+
+def test_ternctl_stop(tern):
+    tern.ternctl("stop")
+    tern.proc.wait(timeout=15)
+    assert tern.proc.returncode == 0
+
+
+def test_dev_default_runs_without_config(tmp_path):
+    os.chmod(tmp_path, 0o755)
+    d = tmp_path / "var"
+    # Not the default ports: a developer may have scripts/run going on this machine.
+    from tern_harness import free_port
+    opts = []
+    for k in Tern.PORT_KEYS:
+        opts += ["-o", f"{k}={free_port()}"]
+    p = subprocess.Popen([os.path.join(BIN, "tern-master"), "--dev", str(d), *opts], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        conf = d / "tern.conf"
+        wait_for(lambda: conf.exists() and subprocess.run([os.path.join(BIN, "ternctl"), "-c", str(conf), "status"],
+                                                          capture_output=True, text=True).stdout.count("state=running") == 4,
+                 timeout=20, what="dev default running")
+        text = conf.read_text()
+        assert "smtpd_port = 2525" in text and "imap_port = 1143" in text
+        assert (d / "tls" / "cert.pem").exists()
+    finally:
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=20)
+    assert p.returncode == 0
+    assert "Tern is running (development default)" in err

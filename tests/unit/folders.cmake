@@ -1,0 +1,1 @@
+# Unit-test binaries of the daemon folders: tern_unit_tests(<folder> <libraries>...)
