@@ -37,7 +37,7 @@ enum EnvTag : uint8_t {
   kTSasl, kTLarge, kTRcpt = 20,
 };
 enum RcptTag : uint8_t {
-  kRAddress = 1, kROrig, kROrcpt, kRNotify, kRState, kRAttempts, kRNext, kRReply, kRDsn, kRWarned,
+  kRAddress = 1, kROrig, kROrcpt, kRNotify, kRState, kRAttempts, kRNext, kRReply, kRDsn, kRWarned, kRKind, kROwner,
 };
 
 std::string encode_rcpt(const Recipient& r) {
@@ -52,6 +52,8 @@ std::string encode_rcpt(const Recipient& r) {
   if (!r.last_reply.empty()) w.bytes(kRReply, r.last_reply);
   if (!r.dsn_status.empty()) w.bytes(kRDsn, r.dsn_status);
   if (r.delay_warned) w.boolean(kRWarned, true);
+  if (r.kind != Recipient::Kind::kAddress) w.u64(kRKind, static_cast<uint64_t>(r.kind));
+  if (r.owner != UINT32_MAX) w.u64(kROwner, r.owner);
   return w.take();
 }
 
@@ -78,6 +80,13 @@ Result<Recipient> decode_rcpt(std::string_view data) {
       case kRReply: r.last_reply = v; break;
       case kRDsn: r.dsn_status = v; break;
       case kRWarned: r.delay_warned = R::as_u64(v) != 0; break;
+      case kRKind: {
+        uint64_t k = R::as_u64(v);
+        if (k > 3) return common::make_error(ErrorKind::kProtocol, "queue record: bad recipient kind");
+        r.kind = static_cast<Recipient::Kind>(k);
+        break;
+      }
+      case kROwner: r.owner = static_cast<uint32_t>(R::as_u64(v)); break;
       default: break;  // a field from a newer version
     }
   }

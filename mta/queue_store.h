@@ -46,6 +46,15 @@ struct Recipient {
     kDelivered = 1,  // a 2xx from the next hop
     kBounced = 2,    // a permanent failure (5xx, or lifetime expired); a bounce was made
   };
+  // What `address` is.
+  enum class Kind : uint8_t {
+    kAddress = 0,  // an envelope address
+    kCommand = 1,  // a shell command from the alias table ("|command" without the bar)
+    kFile = 2,     // a file from the alias table
+    kError = 3,    // undeliverable from the start (alias rules); last_reply says why
+  };
+  Kind kind = Kind::kAddress;
+  uint32_t owner = UINT32_MAX;  // kCommand/kFile: uid owning the alias or include file
   std::string address;       // the envelope recipient to deliver to
   std::string orig_address;  // as the client gave it, before aliases (log orig_to=)
   std::string orcpt;         // DSN ORCPT, as received ("rfc822;user@example.org")
