@@ -10,6 +10,7 @@
 #include "common/maillog.h"
 #include "common/text.h"
 #include "mta/bounce.h"
+#include "mta/cleanup.h"
 #include "mta/lmtp_client.h"
 #include "mta/local_delivery.h"
 

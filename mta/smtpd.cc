@@ -1353,19 +1353,15 @@ void Session::end_body(bool bare_newline) {
     }
   }
   const std::string message_id = filter_->message_id();
-  const unsigned nrcpt = static_cast<unsigned>(env.rcpts.size());
-  const std::string from = env.sender;
   begin_wait();
   std::weak_ptr<Session> weak = weak_from_this();
   SmtpServer* server = &server_;
   server_.queue().enqueue(std::move(env), std::move(body_),
-                          [weak, server, qid, message_id, from, nrcpt, verb](Status st) {
+                          [weak, server, qid, message_id, verb](Status st) {
     // The message is durable (or not) now; the client may be gone, the message
     // is queued either way.
     if (st) {
       if (!message_id.empty()) maillog::message_id(qid, message_id);
-      Result<Envelope> e = server->queue().envelope(qid);
-      maillog::queue_active(qid, from, e ? e->size : 0, nrcpt);
       server->queued(qid);
     }
     auto s = weak.lock();
