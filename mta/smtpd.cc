@@ -274,6 +274,7 @@ class Session : public std::enable_shared_from_this<Session> {
   Phase phase_ = Phase::kStart;
   bool waiting_ = false;
   bool quit_ = false;
+  bool greeted_ = false;  // "connect from" was logged, so "disconnect from" will be
   std::string last_command_ = "CONNECT";
 
   // The client.
@@ -420,6 +421,7 @@ void Session::lookup_client_name(std::function<void()> then) {
 
 void Session::greet() {
   maillog::connect(client_);
+  greeted_ = true;
   Anvil& anvil = server_.anvil();
   const uint64_t now = server_.loop().now_ms();
   const bool exempt = port_ == Port::kLocal || s_.limit_exceptions.contains(client_addr_);
@@ -616,7 +618,7 @@ void Session::on_close(common::net::CloseReason reason, const std::string& detai
     maillog::lost_connection(last_command_, client_);
   }
   phase_ = Phase::kClosed;
-  if (last_command_ != "CONNECT" || quit_) maillog::disconnect(client_, counts());
+  if (!quit_ && greeted_) maillog::disconnect(client_, counts());
   if (anvil_counted_) server_.anvil().disconnect(client_addr_);
   reset_transaction();
   server_.session_ended(this);
@@ -669,7 +671,6 @@ void Session::dispatch(smtp::Command& c) {
       conn_->write(Reply(221, "2.0.0", "Bye").format());
       phase_ = Phase::kClosed;
       maillog::disconnect(client_, counts());
-      last_command_ = "CONNECT";  // the disconnect line is written
       in_.clear();
       conn_->close();
       return;
