@@ -1,6 +1,9 @@
 """Helpers for the tern-mta integration tests: a Tern set up for mail, a raw SMTP
 client for the byte-exact cases smtplib cannot express, and queue inspection."""
+import atexit
 import os
+import shutil
+import tempfile
 import re
 import socket
 import ssl
@@ -10,9 +13,23 @@ import time
 from tern_harness import BIN, Tern, wait_for
 
 
-def mta_settings(tmpdir, **extra):
-    """Settings for a Tern whose mail tests do not depend on /etc (aliases in the
-    test's directory) and never send a DNS query off the machine."""
+def table_dir():
+    """A directory the daemons' users can read (pytest's tmp_path is not: its
+    parents are private to root)."""
+    d = tempfile.mkdtemp(prefix="tern-tables-", dir="/tmp")
+    os.chmod(d, 0o755)
+    _dirs.append(d)
+    return d
+
+
+_dirs = []
+atexit.register(lambda: [shutil.rmtree(d, ignore_errors=True) for d in _dirs])
+
+
+def mta_settings(tmpdir=None, **extra):
+    """Settings for a Tern whose mail tests do not depend on /etc (aliases in a
+    directory of the test) and never send a DNS query off the machine."""
+    tmpdir = tmpdir or table_dir()
     aliases = os.path.join(tmpdir, "aliases")
     if not os.path.exists(aliases):
         with open(aliases, "w") as f:
