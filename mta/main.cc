@@ -25,6 +25,7 @@
 #include "mta/qmgr.h"
 #include "mta/queue_store.h"
 #include "mta/recipients.h"
+#include "mta/showq.h"
 #include "mta/smtpd.h"
 
 int main(int argc, char** argv) {
@@ -86,6 +87,13 @@ int main(int argc, char** argv) {
     server = std::make_unique<mta::SmtpServer>(loop, std::move(settings).value(), *queue, *tables, tls, sasl.get(),
                                                resolver.get(),
                                                [&](const std::string& id) { qmgr->notify(id); });
+    server->flush = [&] { qmgr->flush(); };
+    server->showq = [&] {
+      std::vector<mta::Envelope> all;
+      common::Status st = queue->for_each([&](const mta::Envelope& e) { all.push_back(e); });
+      if (!st) return "mailq: cannot read the queue: " + st.error().message + "\n";
+      return mta::format_mailq(all, qmgr->active_ids());
+    };
     for (const auto& [name, port] : {std::pair{"smtp", mta::Port::kMx}, std::pair{"submission", mta::Port::kSubmission},
                                      std::pair{"smtps", mta::Port::kSmtps}, std::pair{"sendmail", mta::Port::kLocal}}) {
       for (int fd : ctx.listeners(name)) server->listen(fd, port, name);

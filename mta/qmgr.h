@@ -61,6 +61,7 @@ class QueueManager {
   void flush();
   void stop() { stopping_ = true; }
   size_t active() const { return active_.size(); }
+  const std::set<std::string>& active_ids() const { return active_; }
 
  private:
   void schedule(const std::string& queue_id, int64_t when_s);

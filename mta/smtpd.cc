@@ -514,6 +514,21 @@ void Session::handle_line(std::string_view line) {
     auth_step(line);
     return;
   }
+  if (port_ == Port::kLocal && (line == "XSHOWQ" || line == "XFLUSH")) {
+    // Tern-private commands of the local socket: the queue listing for mailq and a
+    // queue flush for sendmail -q (Postfix's showq and postqueue -f), for any local
+    // user, as Postfix allows by default.
+    if (line == "XFLUSH") {
+      server_.flush();
+      reply(Reply(250, "2.0.0", "Queue flush started"), false);
+    } else {
+      std::string text = server_.showq();
+      std::vector<std::string> lines = common::split(text, '\n');
+      if (!lines.empty() && lines.back().empty()) lines.pop_back();
+      reply(Reply(250, "", lines), false);
+    }
+    return;
+  }
   smtp::CommandOptions opt;
   opt.dsn = true;
   opt.auth = true;
@@ -1041,7 +1056,9 @@ void Session::rcpt_checks(std::shared_ptr<AcceptedRcpt> r) {
     need_all.recipient_known = need_all.recipient_known || n.recipient_known;
   }
   const bool postmaster = r->path.postmaster || common::iequals(r->path.mailbox.local_part, "postmaster");
-  const bool check_known = (s_.reject_unlisted_recipient || need_all.recipient_known) && !postmaster &&
+  // Local submission (sendmail) is never refused for an unknown user: the program
+  // handing mail off could not act on it; the recipient bounces (Postfix pickup).
+  const bool check_known = port_ != Port::kLocal && (s_.reject_unlisted_recipient || need_all.recipient_known) && !postmaster &&
                            !is_routed(r->path.mailbox) && rc != AddressClass::kDefault;
   std::weak_ptr<Session> weak = weak_from_this();
   auto decide = [weak, r, rc, g, postmaster]() {
@@ -1088,7 +1105,7 @@ void Session::rcpt_checks(std::shared_ptr<AcceptedRcpt> r) {
         return refuse(rv);
       }
     }
-    if (st.reject_unlisted_recipient) {
+    if (st.reject_unlisted_recipient && s->port_ != Port::kLocal) {
       Verdict u = unlisted_recipient(f, st.codes);
       if (u.refused()) return refuse(u);
     }

@@ -134,6 +134,9 @@ class SmtpServer {
   void queued(const std::string& queue_id) {
     if (on_queued_) on_queued_(queue_id);
   }
+  // The local socket's XSHOWQ and XFLUSH.
+  std::function<std::string()> showq = [] { return std::string("Mail queue is empty\n"); };
+  std::function<void()> flush = [] {};
   void session_ended(Session* s);
 
  private:
