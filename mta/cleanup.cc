@@ -54,7 +54,6 @@ void HeaderFilter::scan_header_line(std::string_view line) {
 void HeaderFilter::end_headers(std::string& out, std::string_view terminator) {
   in_headers_ = false;
   out += hdr_;
-  if (!hdr_.empty() && hdr_.back() != '\n') out += "\r\n";  // an unterminated last header line
   std::string add;
   if (!opt_.from_header.empty() && !had_from_) add += "From: " + opt_.from_header + "\r\n";
   if (opt_.add_date && !had_date_) add += "Date: " + rfc5322_date(opt_.now) + "\r\n";
@@ -92,6 +91,12 @@ void HeaderFilter::feed(std::string_view in, std::string& out) {
       pos = nl + 1;
       break;
     }
+    if (hdr_.size() + line.size() > opt_.header_size_limit) {
+      // Postfix: what does not fit in header_size_limit is body. Checked before the
+      // line is looked at, so the outcome does not depend on how input was split.
+      end_headers(out, "");
+      break;
+    }
     std::string_view name;
     if (text[0] == ' ' || text[0] == '\t') {
       if (hdr_.empty()) {  // a continuation with nothing to continue: body starts here
@@ -107,11 +112,6 @@ void HeaderFilter::feed(std::string_view in, std::string& out) {
       end_headers(out, "");
       break;
     }
-    if (hdr_.size() + line.size() > opt_.header_size_limit) {
-      // Postfix: what does not fit in header_size_limit is body.
-      end_headers(out, "");
-      break;
-    }
     hdr_.append(line.data(), line.size());
     pos = nl + 1;
   }
@@ -122,7 +122,7 @@ void HeaderFilter::feed(std::string_view in, std::string& out) {
     return;
   }
   partial_.erase(0, pos);
-  if (partial_.size() > opt_.header_size_limit) {
+  if (hdr_.size() + partial_.size() > opt_.header_size_limit) {
     end_headers(out, "");
     out += partial_;
     partial_.clear();
@@ -133,12 +133,27 @@ void HeaderFilter::feed(std::string_view in, std::string& out) {
 void HeaderFilter::finish(std::string& out) {
   if (!started_) feed("", out);
   if (!in_headers_) return;
-  // The message ended inside its headers (a message with no body).
+  // The message ended inside its headers (a message with no body), possibly
+  // without a final line end.
   if (!partial_.empty()) {
-    std::string_view text = partial_;
     std::string_view name;
-    if (header_name(text, name)) scan_header_line(text);
-    hdr_ += partial_;
+    if (partial_[0] != ' ' && partial_[0] != '\t' && header_name(partial_, name)) {
+      scan_header_line(partial_);
+      hdr_ += partial_;
+      hdr_ += "\r\n";  // a header line must end; the filter adds the CRLF
+      added_ += 2;
+    } else if ((partial_[0] == ' ' || partial_[0] == '\t') && !hdr_.empty()) {
+      hdr_ += partial_;
+      hdr_ += "\r\n";
+      added_ += 2;
+    } else {
+      // Not a header: body text after the header section.
+      std::string rest = std::move(partial_);
+      partial_.clear();
+      end_headers(out, "");
+      out += rest;
+      return;
+    }
     partial_.clear();
   }
   end_headers(out, "");

@@ -39,6 +39,8 @@ common::Result<MaildropEnvelope> parse_maildrop(std::string_view data, size_t& b
       sender_seen = true;
       env.sender = std::string(v);
     } else if (line[0] == 'R') {
+      // The sender comes first: one canonical layout, nothing to reorder.
+      if (!sender_seen) return common::make_error(ErrorKind::kProtocol, "maildrop file: recipient before sender");
       if (env.rcpts.size() >= kMaildropMaxRcpts) {
         return common::make_error(ErrorKind::kProtocol, "maildrop file: too many recipients");
       }

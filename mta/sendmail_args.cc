@@ -25,7 +25,8 @@ std::vector<std::pair<std::string, std::string>> headers_of(std::string_view h) 
     pos = nl == std::string_view::npos ? h.size() : nl + 1;
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.empty()) break;
-    if ((line[0] == ' ' || line[0] == '\t') && !out.empty()) {
+    if (line[0] == ' ' || line[0] == '\t') {
+      if (out.empty()) break;  // a continuation of nothing: not a header section
       out.back().second += " ";
       out.back().second += std::string(common::trim(line));
       continue;
@@ -120,8 +121,9 @@ std::vector<std::string> parse_address_list(std::string_view v) {
   auto flush = [&] {
     std::string a = have_angle ? angle : std::string(common::trim(cur));
     a = std::string(common::trim(a));
-    // A bare phrase without '@' is a local user name, which sendmail accepts.
-    if (!a.empty() && a.find(' ') == std::string::npos) out.push_back(a);
+    // A bare word without '@' is a local user name, which sendmail accepts; what
+    // still has spaces, brackets or an open quote is a phrase, not an address.
+    if (!a.empty() && !in_quote && a.find_first_of(" \t<>\"(),") == std::string::npos) out.push_back(a);
     cur.clear();
     angle.clear();
     have_angle = false;
@@ -213,7 +215,10 @@ std::string remove_bcc(std::string_view m) {
       if (!dropping) out += line;
       continue;
     }
-    dropping = common::istarts_with(t, "bcc:") || common::istarts_with(t, "resent-bcc:");
+    // The name up to the colon, with the obsolete "Bcc :" spacing (RFC 5322 4.5).
+    size_t colon = t.find(':');
+    std::string name = colon == std::string_view::npos ? "" : common::to_lower(common::trim(t.substr(0, colon)));
+    dropping = name == "bcc" || name == "resent-bcc";
     if (!dropping) out += line;
   }
   return out;
