@@ -231,8 +231,9 @@ TEST_CASE("an expansion loop is an error naming the loop, not a hang or a crash"
 }
 
 TEST_CASE("deeply nested conditionals are refused, not a stack overflow", "[config]") {
-  std::string v = "x";
-  for (int i = 0; i < 100000; ++i) v = "${myhostname?" + v + "}";
+  std::string v;
+  for (int i = 0; i < 100000; ++i) v += "${myhostname?";
+  v += "x" + std::string(100000, '}');
   std::string e = parse_error("myhostname = a.b\nmyorigin = " + v + "\n");
   CHECK(e == "t.conf:2: parameter 'myorigin': $name expansion nested too deeply");
 }
