@@ -105,12 +105,16 @@ def test_sigterm_kills_a_daemon_that_ignores_it(tern_factory, tmp_path):
         if name != "tern-mda":
             os.symlink(os.path.join(BIN, name), bindir / name)
     stubborn = bindir / "tern-mda"
+    ready = tmp_path / "mda-ignores-sigterm"
     stubborn.write_text("#!/usr/bin/python3\nimport signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                        f"open({str(ready)!r}, 'w').close()\n"
                         "while True: time.sleep(1)\n")
     stubborn.chmod(0o755)
-    os.chmod(tmp_path, 0o755)
+    os.chmod(tmp_path, 0o777)
     t = tern_factory(settings={"daemon_directory": str(bindir), "master_stop_timeout": "2s"})
     pid = t.pid_of("mda")
+    # "running" means forked; wait until the stub has really set SIGTERM aside.
+    wait_for(ready.exists, timeout=10, what="stub ignoring SIGTERM")
     t0 = time.monotonic()
     t.proc.send_signal(signal.SIGTERM)
     t.proc.wait(timeout=15)
