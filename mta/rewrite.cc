@@ -179,7 +179,8 @@ Status Expander::expand_one(const std::string& address, const std::string& orig,
       if (!a) return a.take_error();
     }
     if (a->has_value()) {
-      return expand_alias_value(**a, common::to_lower(user), orig, AliasSource::kAlias, t_.alias_owner, depth, out);
+      return expand_alias_value(**a, common::to_lower(user), domain, orig, AliasSource::kAlias, t_.alias_owner, depth,
+                                out);
     }
   }
   Destination d;
@@ -189,7 +190,8 @@ Status Expander::expand_one(const std::string& address, const std::string& orig,
   return {};
 }
 
-Status Expander::expand_alias_value(const std::string& value, const std::string& self, const std::string& orig,
+Status Expander::expand_alias_value(const std::string& value, const std::string& self, const std::string& domain,
+                                    const std::string& orig,
                                     AliasSource source, uid_t owner, int depth, std::vector<Destination>& out) {
   for (const std::string& item : split_alias_value(value, false)) {
     if (item[0] == '|') {
@@ -227,7 +229,8 @@ Status Expander::expand_alias_value(const std::string& value, const std::string&
         add(out, error_dest("5.4.6 alias recursion limit exceeded (recursion_limit)", orig));
         continue;
       }
-      if (Status s = expand_alias_value(joined, self, orig, AliasSource::kInclude, f->second, depth + 1, out); !s) {
+      if (Status s = expand_alias_value(joined, self, domain, orig, AliasSource::kInclude, f->second, depth + 1, out);
+          !s) {
         return s;
       }
     } else if (item[0] == '/') {
@@ -245,11 +248,14 @@ Status Expander::expand_alias_value(const std::string& value, const std::string&
     } else if (item[0] == '\\') {
       // "\user": the local user itself, no further alias expansion.
       Destination d;
-      d.value = item.substr(1) + "@" + t_.myorigin;
+      d.value = item.substr(1) + "@" + domain;
       d.orig = orig;
       add(out, std::move(d));
     } else {
-      std::string target = item.find('@') == std::string::npos ? item + "@" + t_.myorigin : item;
+      // An unqualified name is a user of the same local domain (Postfix appends
+      // $myorigin; its local domains share one user table, Tern's virtual users
+      // do not, so the alias's own domain is the one that names the same user).
+      std::string target = item.find('@') == std::string::npos ? item + "@" + domain : item;
       auto [tl, td] = split_address(target);
       target = tl + "@" + common::to_lower(td);
       // "root: root, admin": the user itself gets a copy without looping.

@@ -49,7 +49,7 @@ struct ExpandTables {
   // Reads an :include: file: its text and owner.
   std::function<common::Result<std::pair<std::string, uid_t>>(const std::string& path)> read_include;
   std::string delimiters = "+";
-  std::string myorigin;            // domain for unqualified alias results
+  std::string myorigin;            // domain for unqualified virtual alias results
   size_t expansion_limit = 1000;
   int recursion_limit = 20;
   bool propagate_unmatched_extensions = true;
@@ -72,7 +72,8 @@ class Expander {
   common::Status expand_one(const std::string& address, const std::string& orig, int depth,
                             std::vector<Destination>& out);
   // `self`: the alias name being expanded (a value naming it is the user itself).
-  common::Status expand_alias_value(const std::string& value, const std::string& self, const std::string& orig,
+  common::Status expand_alias_value(const std::string& value, const std::string& self, const std::string& domain,
+                                    const std::string& orig,
                                     AliasSource source, uid_t owner, int depth, std::vector<Destination>& out);
   common::Result<std::optional<std::string>> virtual_lookup(const std::string& local, const std::string& domain,
                                                            bool local_domain, bool& matched_without_ext);

@@ -120,3 +120,14 @@ def queued_ids(tern):
 
 def queue_show(tern):
     return tern.ternctl("queue", "show").stdout
+
+
+def prepare_mail_dir(t):
+    """<dir>/mail, where mail_home puts virtual users, owned by the mail user (as
+    /var/mail/vhosts belongs to vmail), so tern-mda can create the homes."""
+    import pwd
+    mail = os.path.join(t.dir, "mail")
+    os.makedirs(mail, exist_ok=True)
+    pw = pwd.getpwnam(t.settings["mail_uid"])
+    os.chown(mail, pw.pw_uid, pw.pw_gid)
+    return mail

@@ -72,6 +72,9 @@ TEST_CASE("aliases for local domains with extensions") {
   // user+ext falls back to user; the result keeps no extension (aliases(5)).
   CHECK(f.expand("root+x@example.org") == V{"alice@example.org", "bob@remote.example"});
   CHECK(f.expand("list@example.org") == V{"alice@example.org", "bob@example.org", "carol@example.org"});
+  // An unqualified result names a user of the alias's own local domain.
+  CHECK(f.expand("list@mail.example.org") ==
+        V{"alice@mail.example.org", "bob@mail.example.org", "carol@mail.example.org"});
   // Aliases do not apply to other domains.
   CHECK(f.expand("root@remote.example") == V{"root@remote.example"});
 }
