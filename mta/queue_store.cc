@@ -282,16 +282,17 @@ Result<std::unique_ptr<QueueStore>> QueueStore::open_read_only(const std::string
   Result<std::unique_ptr<lmdb::Env>> env = lmdb::Env::open(dir + "/queue.lmdb", eo);
   if (!env) return env.take_error();
   c.env = std::move(env).value();
-  Status s = lmdb::read(*c.env, [&](lmdb::Txn& t) -> Status {
-    Result<MDB_dbi> m = t.open_db("msg", false);
-    if (!m) return m.take_error();
-    Result<MDB_dbi> b = t.open_db("body", false);
-    if (!b) return b.take_error();
-    c.msg_db = *m;
-    c.body_db = *b;
-    return {};
-  });
-  if (!s) return s.take_error();
+  // The handles must outlive this transaction: LMDB keeps a handle opened in a
+  // transaction only if that transaction commits (a read-only one too).
+  Result<lmdb::Txn> t = lmdb::Txn::begin(*c.env, true);
+  if (!t) return t.take_error();
+  Result<MDB_dbi> m = t->open_db("msg", false);
+  if (!m) return m.take_error();
+  Result<MDB_dbi> b = t->open_db("body", false);
+  if (!b) return b.take_error();
+  c.msg_db = *m;
+  c.body_db = *b;
+  if (Status s = t->commit(); !s) return s.take_error();
   return q;
 }
 

@@ -142,7 +142,7 @@ def test_mda_down_mailq_shows_deferred_then_delivered(tern_factory):
     show = t.ternctl("queue", "show").stdout
     assert "state=pending" in show and "attempts=1" in show
     # Start tern-mda by itself on the same config (it binds the lmtp socket).
-    mda = subprocess.Popen([f"{BIN}/tern-mda", "-c", t.conf_path], env=t.env(), stdout=subprocess.DEVNULL,
+    mda = subprocess.Popen([f"{BIN}/tern-mda", "-c", t.conf_path, "-o", "master_services=authd, mda, mta"], env=t.env(), stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: os.path.exists(t.socket_path("lmtp")), 15, what="lmtp socket")
@@ -168,7 +168,9 @@ def test_sendmail_uses_the_maildrop_when_the_mta_is_down(tern_factory):
     drop = t.settings.get("maildrop_directory", os.path.join(t.settings["queue_directory"], "maildrop"))
     files = [f for f in os.listdir(drop) if not f.startswith(".")]
     assert len(files) == 1
-    mta = subprocess.Popen([f"{BIN}/tern-mta", "-c", t.conf_path], env=t.env(), stdout=subprocess.DEVNULL,
+    # Now tern-mta starts (by itself, on the same config): pickup finds the file.
+    mta = subprocess.Popen([f"{BIN}/tern-mta", "-c", t.conf_path, "-o", "master_services=authd, mda, mta"],
+                           env=t.env(), stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
     try:
         (m,) = wait_messages(t, "alice", 1)
