@@ -104,15 +104,26 @@ int main(int argc, char** argv) {
     pickup = std::move(p).value();
     pickup->scan();
     ctx.on_stop = [&] {
-      // Stop taking new work; what is queued is durable and waits for the next start.
+      // Stop taking new work; what is queued is durable and waits for the next
+      // start. Everything that owns loop handles goes while the loop still runs
+      // (their handles must close before the loop does).
       server->stop();
       pickup->stop();
       qmgr->stop();
-      ctx.loop->stop();
+      ctx.loop->post([&] {
+        server.reset();
+        pickup.reset();
+        qmgr.reset();
+        sasl.reset();
+        resolver.reset();
+        tables.reset();
+        queue.reset();
+        ctx.loop->stop();
+      });
     };
     ctx.on_reload = [&] {
-      qmgr->flush();
-      pickup->scan();
+      if (qmgr) qmgr->flush();
+      if (pickup) pickup->scan();
     };
     return {};
   };

@@ -90,9 +90,13 @@ Status QueueManager::start() {
 void QueueManager::notify(const std::string& queue_id) { schedule(queue_id, 0); }
 
 void QueueManager::flush() {
+  // Everything waiting is tried now, backoff or not (sendmail -q, postqueue -f).
   std::vector<std::string> ids;
   for (auto& [id, when] : scheduled_) ids.push_back(id);
-  for (const std::string& id : ids) schedule(id, 0);
+  for (const std::string& id : ids) {
+    forced_.insert(id);
+    schedule(id, 0);
+  }
 }
 
 void QueueManager::schedule(const std::string& id, int64_t when) {
@@ -172,6 +176,7 @@ void QueueManager::deliver(const std::string& id) {
     return;
   }
   if (er->hold) return;
+  const bool forced = forced_.erase(id) > 0;
   active_.insert(id);
   auto a = std::make_shared<Attempt>();
   a->env = std::move(er).value();
@@ -179,11 +184,15 @@ void QueueManager::deliver(const std::string& id) {
   Envelope& env = a->env;
   const int64_t now = now_s();
   const double arrival = static_cast<double>(env.arrival_us) / 1e6;
-  unsigned pending = 0;
-  for (const Recipient& r : env.rcpts) pending += r.state == Recipient::State::kPending;
-  maillog::queue_active(env.queue_id, env.sender, env.size, pending);
   const bool expired = s_.maximal_queue_lifetime_s > 0 && now - static_cast<int64_t>(arrival) >
                                                               static_cast<int64_t>(s_.maximal_queue_lifetime_s);
+  unsigned pending = 0, due = 0;
+  for (const Recipient& r : env.rcpts) {
+    if (r.state != Recipient::State::kPending) continue;
+    ++pending;
+    due += r.next_attempt <= now || forced || expired;
+  }
+  if (due > 0) maillog::queue_active(env.queue_id, env.sender, env.size, pending);
 
   std::weak_ptr<bool> alive = alive_;
   auto settle = [this, alive, a] {
@@ -237,7 +246,7 @@ void QueueManager::deliver(const std::string& id) {
   for (size_t i = 0; i < env.rcpts.size(); ++i) {
     Recipient& r = env.rcpts[i];
     if (r.state != Recipient::State::kPending) continue;
-    if (r.next_attempt > now && !expired) continue;
+    if (r.next_attempt > now && !expired && !forced) continue;
     if (expired) {
       std::string why = r.last_reply.empty() ? "message expired" : r.last_reply;
       record(i, 'x', "qmgr", "none", r.dsn_status.empty() || r.dsn_status[0] != '5' ? "4.4.7" : r.dsn_status,

@@ -81,6 +81,7 @@ class QueueManager {
   std::multimap<int64_t, std::string> due_;     // when (unix seconds) -> queue id
   std::map<std::string, int64_t> scheduled_;    // queue id -> when
   std::set<std::string> active_;                // being delivered now
+  std::set<std::string> forced_;                // flushed: tried now whatever the backoff
   bool stopping_ = false;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
