@@ -394,3 +394,4 @@ def test_kill_9_while_twenty_clients_send(tern_factory):
     dupes = {k: v for k, v in counts.items() if v > 1}
     assert not dupes, dupes
     assert accepted <= set(counts)
+    print("deliveries repeated under XTERN-DELIVERY-ID and not written again:", t.log().count("already delivered to"))
