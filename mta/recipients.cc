@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <ctime>
 #include <fstream>
 #include <sstream>
 
@@ -64,6 +66,7 @@ Result<std::unique_ptr<RecipientTables>> RecipientTables::from_config(const comm
   if (!t->alias_maps_.empty()) {
     x.alias = [self](const std::string& key) -> Result<std::optional<std::string>> {
       for (const std::string& spec : self->alias_maps_) {
+        if (self->alias_table_missing(spec)) continue;
         Result<common::Map*> m = self->maps_.get(spec, common::MapSyntax::kAliases);
         if (!m) return m.take_error();
         Result<std::optional<std::string>> v = (*m)->lookup(key);
@@ -115,6 +118,27 @@ Result<std::unique_ptr<RecipientTables>> RecipientTables::from_config(const comm
   return t;
 }
 
+bool RecipientTables::alias_table_missing(const std::string& spec) {
+  // A fresh install has /etc/aliases but no compiled /etc/aliases.lmdb until
+  // newaliases runs. Postfix defers all local mail then; Tern delivers without
+  // aliases and says so in the log (every few minutes), so that mail to existing
+  // users is not held hostage by a missing table.
+  size_t colon = spec.find(':');
+  std::string type = colon == std::string::npos ? "lmdb" : spec.substr(0, colon);
+  std::string path = colon == std::string::npos ? spec : spec.substr(colon + 1);
+  if (type == "hash" || type == "btree" || type == "lmdb") path += ".lmdb";
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0) return false;
+  if (errno != ENOENT) return false;  // let the lookup report the real error
+  const time_t now = ::time(nullptr);
+  if (now - missing_warned_ >= 300) {
+    missing_warned_ = now;
+    common::log::warning("alias_maps %s: %s does not exist (run newaliases); delivering without it", spec.c_str(),
+                         path.c_str());
+  }
+  return true;
+}
+
 Result<AddressClass> RecipientTables::classify(const common::smtp::Mailbox& m) const {
   return domains_.classify(m.domain, m.domain_is_literal);
 }
@@ -136,6 +160,7 @@ Known RecipientTables::lookup_maps(const std::vector<std::string>& maps, const s
       continue;
     }
     bool is_alias = std::find(alias_maps_.begin(), alias_maps_.end(), spec) != alias_maps_.end();
+    if (is_alias && alias_table_missing(spec)) continue;
     Result<common::Map*> m = maps_.get(spec, is_alias ? common::MapSyntax::kAliases : common::MapSyntax::kPostmap);
     if (!m) {
       common::log::warning("%s", m.error().message.c_str());

@@ -9,6 +9,7 @@
 // asynchronously.
 #pragma once
 
+#include <ctime>
 #include <functional>
 #include <memory>
 #include <string>
@@ -47,6 +48,7 @@ class RecipientTables {
   Known lookup_maps(const std::vector<std::string>& maps, const std::vector<std::string>& keys,
                     bool& wants_userdb);
   void ask_userdb(std::vector<std::string> users, std::function<void(Known)> done);
+  bool alias_table_missing(const std::string& spec);
 
   DomainTables domains_;
   MapCache maps_;
@@ -57,6 +59,7 @@ class RecipientTables {
   std::vector<std::string> virtual_mailbox_maps_;
   std::vector<std::string> virtual_alias_maps_;
   UserdbFn userdb_;
+  time_t missing_warned_ = 0;
 };
 
 }  // namespace tern::mta
