@@ -16,7 +16,12 @@ import time
 import pytest
 
 from mta_util import Raw, add_user, mta_settings, prepare_mail_dir, table_dir
-from tern_harness import BIN, wait_for
+from tern_harness import BIN, REPO, wait_for
+
+# These tests deliver through the real tern-mda (issue 4). On a tree where tern-mda
+# is still the placeholder that answers 421, there is nothing to deliver to.
+pytestmark = pytest.mark.skipif(not os.path.exists(os.path.join(REPO, "mda", "lmtp_session.cc")),
+                                reason="tern-mda's LMTP server is not in this tree yet (issue 4)")
 
 
 def maildir(t, user, domain="example.test"):
