@@ -366,14 +366,22 @@ void QueueManager::finish(const std::string& id, Envelope env, std::vector<size_
 void QueueManager::bounce_then_commit(Envelope env, std::vector<size_t> touched) {
   // Who needs a notice: failures (unless NOTIFY excludes FAILURE) and NOTIFY=SUCCESS
   // deliveries; never for the null sender (RFC 5321 6.1, RFC 3461 6.2).
-  std::vector<const Recipient*> failed, succeeded;
+  std::vector<const Recipient*> failed, succeeded, delayed;
+  const int64_t age = now_s() - env.arrival_us / 1000000;
   for (size_t i : touched) {
-    const Recipient& r = env.rcpts[i];
+    Recipient& r = env.rcpts[i];
     if (r.notify & kNotifyNever) continue;
     if (r.state == Recipient::State::kBounced && (r.notify == 0 || (r.notify & kNotifyFailure))) failed.push_back(&r);
     if (r.state == Recipient::State::kDelivered && (r.notify & kNotifySuccess)) succeeded.push_back(&r);
+    // delay_warning_time (Postfix): one notice per recipient still waiting.
+    if (r.state == Recipient::State::kPending && s_.delay_warning_s > 0 && !r.delay_warned &&
+        age >= static_cast<int64_t>(s_.delay_warning_s) && (r.notify == 0 || (r.notify & kNotifyDelay)) &&
+        !env.sender.empty()) {
+      r.delay_warned = true;
+      delayed.push_back(&r);
+    }
   }
-  if (env.sender.empty() || (failed.empty() && succeeded.empty())) {
+  if (env.sender.empty() || (failed.empty() && succeeded.empty() && delayed.empty())) {
     commit(std::move(env), std::move(touched));
     return;
   }
@@ -459,7 +467,9 @@ void QueueManager::bounce_then_commit(Envelope env, std::vector<size_t> touched)
     }
     const std::string new_id = body->queue_id();
     const std::string orig_id = env_p->queue_id;
-    const char* what = kind == DsnInput::Kind::kSuccess ? "delivery status" : "non-delivery";
+    const char* what = kind == DsnInput::Kind::kSuccess ? "delivery status"
+                       : kind == DsnInput::Kind::kDelay ? "delay"
+                                                         : "non-delivery";
     ++*pending;
     queue_.enqueue(std::move(b), std::move(body), [this, alive, ok, done_one, new_id, orig_id, what](Status st) {
       if (auto al = alive.lock(); !al || !*al) return;
@@ -475,6 +485,7 @@ void QueueManager::bounce_then_commit(Envelope env, std::vector<size_t> touched)
   };
   make(DsnInput::Kind::kFailure, failed);
   make(DsnInput::Kind::kSuccess, succeeded);
+  make(DsnInput::Kind::kDelay, delayed);
   done_one();
 }
 

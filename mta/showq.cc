@@ -3,11 +3,33 @@
 #include <cstdio>
 #include <ctime>
 
+#include "common/smtp_address.h"
 #include "common/text.h"
 
 namespace tern::mta {
 
 namespace {
+
+// For people reading the queue: valid UTF-8 (SMTPUTF8 addresses) as it is, control
+// characters and invalid bytes escaped.
+std::string shown(std::string_view s, size_t max) {
+  if (!common::smtp::valid_utf8(s)) return common::log_escape(s, max);
+  std::string out;
+  for (unsigned char c : s) {
+    if (out.size() >= max) {
+      out += "...";
+      break;
+    }
+    if (c < 0x20 || c == 0x7f) {
+      char b[8];
+      std::snprintf(b, sizeof b, "\\%03o", c);
+      out += b;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
 
 std::string arrival(int64_t us) {
   time_t t = static_cast<time_t>(us / 1000000);
@@ -50,16 +72,16 @@ std::string format_mailq(const std::vector<Envelope>& queue, const std::set<std:
     std::string id = e.queue_id + (e.hold ? "!" : active.count(e.queue_id) ? "*" : "");
     char line[512];
     std::snprintf(line, sizeof line, "%-11s %8llu %s  %s\n", id.c_str(), static_cast<unsigned long long>(e.size),
-                  arrival(e.arrival_us).c_str(), common::log_escape(e.sender.empty() ? "MAILER-DAEMON" : e.sender, 200).c_str());
+                  arrival(e.arrival_us).c_str(), shown(e.sender.empty() ? "MAILER-DAEMON" : e.sender, 200).c_str());
     out += line;
     std::string last;
     for (const Recipient& r : e.rcpts) {
       if (r.state != Recipient::State::kPending) continue;
       if (!r.last_reply.empty() && r.last_reply != last) {
-        out += "                                         (" + common::log_escape(r.last_reply, 400) + ")\n";
+        out += "                                         (" + shown(r.last_reply, 400) + ")\n";
         last = r.last_reply;
       }
-      out += "                                         " + common::log_escape(who(r), 300) + "\n";
+      out += "                                         " + shown(who(r), 300) + "\n";
     }
     out += "\n";
   }
@@ -73,19 +95,19 @@ std::string format_queue_details(const std::vector<Envelope>& queue) {
   for (const Envelope& e : queue) {
     out += "queue_id: " + e.queue_id + "\n";
     out += "arrival: " + arrival(e.arrival_us) + "\n";
-    out += "sender: <" + common::log_escape(e.sender, 300) + ">\n";
+    out += "sender: <" + shown(e.sender, 300) + ">\n";
     out += "size: " + std::to_string(e.size) + "\n";
-    out += "origin: " + e.origin + (e.client.empty() ? "" : " " + common::log_escape(e.client, 200)) + "\n";
-    if (!e.sasl_user.empty()) out += "sasl_username: " + common::log_escape(e.sasl_user, 200) + "\n";
+    out += "origin: " + e.origin + (e.client.empty() ? "" : " " + shown(e.client, 200)) + "\n";
+    if (!e.sasl_user.empty()) out += "sasl_username: " + shown(e.sasl_user, 200) + "\n";
     if (e.hold) out += "hold: yes\n";
     if (e.body_8bit) out += "body: 8BITMIME\n";
     if (e.smtputf8) out += "smtputf8: yes\n";
-    if (!e.envid.empty()) out += "envid: " + common::log_escape(e.envid, 200) + "\n";
+    if (!e.envid.empty()) out += "envid: " + shown(e.envid, 200) + "\n";
     if (!e.ret.empty()) out += "ret: " + e.ret + "\n";
     for (const Recipient& r : e.rcpts) {
-      out += "recipient: " + common::log_escape(who(r), 300) + " state=" + state_name(r.state) +
+      out += "recipient: " + shown(who(r), 300) + " state=" + state_name(r.state) +
              " attempts=" + std::to_string(r.attempts);
-      if (!r.orig_address.empty() && r.orig_address != r.address) out += " orig_to=" + common::log_escape(r.orig_address, 300);
+      if (!r.orig_address.empty() && r.orig_address != r.address) out += " orig_to=" + shown(r.orig_address, 300);
       if (r.notify) {
         std::string n;
         if (r.notify & kNotifyNever) n += "NEVER,";
@@ -95,9 +117,9 @@ std::string format_queue_details(const std::vector<Envelope>& queue) {
         n.pop_back();
         out += " notify=" + n;
       }
-      if (!r.orcpt.empty()) out += " orcpt=" + common::log_escape(r.orcpt, 300);
+      if (!r.orcpt.empty()) out += " orcpt=" + shown(r.orcpt, 300);
       if (!r.dsn_status.empty()) out += " dsn=" + r.dsn_status;
-      if (!r.last_reply.empty()) out += " (" + common::log_escape(r.last_reply, 400) + ")";
+      if (!r.last_reply.empty()) out += " (" + shown(r.last_reply, 400) + ")";
       out += "\n";
     }
     out += "\n";

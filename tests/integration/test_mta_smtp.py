@@ -292,6 +292,32 @@ def test_pipelining_dsn_and_smtputf8(mx):
     code, lines = s.reply()
     assert code == 250
     s.cmd("QUIT")
+    # The DSN parameters are kept on the queue for the notices they ask for (no
+    # tern-mda here, so the message waits).
+    show = wait_for(lambda: (lambda o: o if "attempts=1" in o else None)(mx.ternctl("queue", "show").stdout), 15,
+                    what="first delivery attempt recorded")
+    assert "sender: <jürgen@sender.example>" in show
+    assert "smtputf8: yes" in show and "envid: abc+def" in show and "ret: HDRS" in show
+    assert "recipient: alice@example.test state=pending" in show
+    assert "notify=SUCCESS,FAILURE orcpt=rfc822;alice@example.test" in show
+
+
+def test_delay_warning_notice(tern_factory):
+    t = tern_factory(settings=mta_settings(mynetworks=OUTSIDE, master_services="authd, mta",
+                                           delay_warning_time="1s", minimal_backoff_time="1s",
+                                           maximal_backoff_time="2s"))
+    add_user(t, "alice@example.test")
+    add_user(t, "bob@example.test")
+    s = smtp(t)
+    s.sendmail("bob@example.test", ["alice@example.test"], b"Subject: slow\r\n\r\nx\r\n")
+    s.quit()
+    log = t.wait_log("sender delay notification", timeout=30)
+    notice = re.search(r"(\w+): sender delay notification: (\w+)", log)
+    show = t.ternctl("queue", "show", notice.group(2)).stdout
+    assert "sender: <>" in show and "recipient: bob@example.test" in show
+    # One notice per recipient, not one per retry.
+    wait_for(lambda: t.log().count("(queue active)") >= 5, 30, what="more retries")
+    assert t.log().count("sender delay notification") == 1
 
 
 def test_helo_and_address_restrictions(tern_factory, tmp_path):
