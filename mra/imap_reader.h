@@ -91,6 +91,13 @@ class ImapReader {
   Status next_line(std::string& line);
 
   size_t buffered() const { return lines_.buffered(); }
+  // Everything fed and not consumed, byte for byte; the reader is cleared. For
+  // handing a connection to another process between commands.
+  std::string take_buffered() {
+    std::string s(lines_.peek());
+    clear();
+    return s;
+  }
   void clear();
   void set_limits(const ReaderLimits& limits);
   const ReaderLimits& limits() const { return lim_; }
