@@ -160,6 +160,7 @@ ImapReader::Status ImapReader::on_line(std::string_view line) {
   bool fits = m.valid && m.size <= limit && cmd_.text.size() + m.size <= budget;
   if (!fits) {
     std::string tag(command_tag(cmd_.text));
+    bool append = is_append_;
     reset_command();
     if (!m.sync) {
       // Its bytes are coming; skipping up to a gigabyte is not worth the risk.
@@ -167,7 +168,7 @@ ImapReader::Status ImapReader::on_line(std::string_view line) {
       return Status::kFatal;
     }
     refusal_ = (tag.empty() ? std::string("*") : tag) +
-               (is_append_ ? " NO [TOOBIG] Message too big" : " BAD [TOOBIG] Literal too big");
+               (append ? " NO [TOOBIG] Message too big" : " BAD [TOOBIG] Literal too big");
     return Status::kLiteralRefused;
   }
   if (!m.sync && !lim_.literal_plus) {

@@ -553,7 +553,6 @@ void ImapSession::deselect() {
   mailbox_.reset();
   mailbox_name_.clear();
   view_.clear();
-  announced_recent_ = 0;
   saved_ = NumberSet();
   saved_valid_ = false;
   fetch_.reset();
@@ -625,16 +624,17 @@ std::string ImapSession::sync_updates(bool allow_expunge) {
   }
   // Each EXPUNGE lowered the client's count by one; anything else is new messages.
   size_t client_count = announced_exists_ >= expunged ? announced_exists_ - expunged : 0;
-  if (view_.size() != client_count) out += "* " + std::to_string(view_.size()) + " EXISTS\r\n";
-  announced_exists_ = view_.size();
-  if (!rev2_) {
-    uint32_t recent = 0;
-    for (const ViewMsg& m : view_) recent += m.recent ? 1 : 0;
-    if (recent != announced_recent_) {
+  if (view_.size() != client_count) {
+    out += "* " + std::to_string(view_.size()) + " EXISTS\r\n";
+    // RECENT accompanies a change of size from new messages (RFC 3501 7.3.2), as
+    // Dovecot sends it; IMAP4rev2 has no \Recent.
+    if (!rev2_) {
+      uint32_t recent = 0;
+      for (const ViewMsg& m : view_) recent += m.recent ? 1 : 0;
       out += "* " + std::to_string(recent) + " RECENT\r\n";
-      announced_recent_ = recent;
     }
   }
+  announced_exists_ = view_.size();
   return out;
 }
 
@@ -706,7 +706,6 @@ ImapSession::Step ImapSession::cmd_select(Command& c) {
       if (!first_unseen && !has_flag(view_[i].flags, "\\Seen")) first_unseen = static_cast<uint32_t>(i + 1);
     }
     out += "* " + std::to_string(recent) + " RECENT\r\n";
-    announced_recent_ = recent;
     if (first_unseen) out += "* OK [UNSEEN " + std::to_string(first_unseen) + "] First unseen.\r\n";
   }
   out += "* OK [UIDVALIDITY " + std::to_string(mailbox_->uid_validity()) + "] UIDs valid\r\n";
@@ -954,7 +953,9 @@ ImapSession::Step ImapSession::cmd_idle(Command& c) {
   mode_ = Mode::kIdle;
   std::string out = "+ idling\r\n";
   if (state_ == State::kSelected) out += sync_updates(true);
-  return Step{out, Action::kIdle};
+  // kContinue: a DONE already buffered is read by the next step(), which otherwise
+  // answers kIdle.
+  return Step{out, Action::kContinue};
 }
 
 ImapSession::Step ImapSession::idle_input() {

@@ -249,7 +249,6 @@ class ImapSession {
   bool read_only_ = false;
   std::vector<ViewMsg> view_;
   size_t announced_exists_ = 0;  // the message count the client knows
-  uint32_t announced_recent_ = 0;
   NumberSet saved_;  // SEARCH RETURN (SAVE) result, as UIDs (RFC 5182)
   bool saved_valid_ = false;
 
