@@ -6,7 +6,7 @@
 namespace tern::common {
 namespace {
 
-constexpr int64_t kNoMax = INT64_MAX;
+[[maybe_unused]] constexpr int64_t kNoMax = INT64_MAX;  // for rows without an upper bound
 
 // Row helpers for the .inc files: S string, L list, B bool, I int, T time, Z size.
 #define S(name, def, doc) {name, KeyType::kString, def, 0, 0, 0, doc},
