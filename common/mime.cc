@@ -94,7 +94,11 @@ class MessageParser {
 
   void close_part(uint32_t idx, size_t end) {
     Part& p = m_.parts_[idx];
-    p.body_end = std::max(end, p.body_begin);
+    // A part never ends before its last child: in malformed mail the line end before
+    // a boundary can also be the blank line that ended a child's header.
+    size_t e = std::max(end, p.body_begin);
+    if (!p.children.empty()) e = std::max(e, m_.parts_[p.children.back()].body_end);
+    p.body_end = e;
     p.body_lines = count_lf(std::string_view(s_).substr(p.body_begin, p.body_end - p.body_begin));
   }
 

@@ -352,3 +352,26 @@ TEST_CASE("to_crlf normalises line ends", "[mime]") {
   CHECK(to_crlf("") == "");
   CHECK(to_crlf("no newline") == "no newline");
 }
+
+TEST_CASE("part ranges nest even when a boundary follows a header's blank line", "[mime]") {
+  // Found by mime_fuzz: the encapsulated message's header ends with the blank line
+  // whose line end is also the one before "--x--"; children must still lie inside
+  // their parents.
+  Message m = Message::parse(
+      "Content-Type: multipart/mixed; boundary=x\n\n--x\nno blank\n--x\n--xjunk\n"
+      "Content-Type: multipart/digest; boundary=y\n\n--y\n\nSubject: d\n\n--x--");
+  for (const Part& p : m.parts()) {
+    CHECK(p.header_begin <= p.body_begin);
+    CHECK(p.body_begin <= p.body_end);
+    CHECK(p.body_end <= m.raw().size());
+    if (p.parent) {
+      CHECK(p.header_begin >= m.part(*p.parent).body_begin);
+      CHECK(p.body_end <= m.part(*p.parent).body_end);
+    }
+  }
+  REQUIRE(m.root().children.size() == 2);
+  const Part& digest = m.part(m.root().children[1]);
+  CHECK(digest.content_type.subtype == "digest");
+  REQUIRE(digest.children.size() == 1);
+  CHECK(m.part(digest.children[0]).kind == Part::Kind::kMessage);
+}
