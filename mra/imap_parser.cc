@@ -877,11 +877,12 @@ std::string Section::to_string() const {
     out += " (";
     for (size_t i = 0; i < fields.size(); ++i) {
       if (i) out += ' ';
-      // Field names are astrings; atoms when they can be (they nearly always are).
+      // Echoed as the client wrote them (some clients compare the section text);
+      // atoms when they can be, never with ']', which would end the section.
       const std::string& f = fields[i];
-      bool atom = !f.empty() && std::all_of(f.begin(), f.end(), is_astring_char);
+      bool atom = !f.empty() && std::all_of(f.begin(), f.end(), is_atom_char);
       if (atom) {
-        out += upper(f);
+        out += f;
       } else {
         out += '"';
         for (char ch : f) {

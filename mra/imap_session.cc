@@ -1040,11 +1040,12 @@ std::optional<std::vector<uint32_t>> ImapSession::resolve_seqs(const SequenceSet
   for (const SeqRange& r : set.ranges()) {
     uint32_t a = r.first == kStar ? n : r.first;
     uint32_t b = r.last == kStar ? n : r.last;
-    if ((r.first != kStar && r.first > n) || (r.last != kStar && r.last > n)) {
+    // RFC 9051 6.4.5 (and 3501): a number beyond the mailbox is an error, "*" in an
+    // empty mailbox included.
+    if (a == 0 || b == 0 || a > n || b > n) {
       error = "Invalid messageset";
       return std::nullopt;
     }
-    if (a == 0 || b == 0) continue;  // "*" in an empty mailbox
     ranges.emplace_back(a, b);
   }
   NumberSet ns = NumberSet::from_ranges(std::move(ranges));

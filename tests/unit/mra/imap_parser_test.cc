@@ -156,7 +156,7 @@ TEST_CASE("FETCH items, sections, partials and macros", "[imap][parser]") {
   CHECK(g.atts[2].peek);
   CHECK(g.atts[2].section.spec == Section::Spec::kHeaderFields);
   CHECK(g.atts[2].section.fields == std::vector<std::string>{"From", "Subject", "x-y"});
-  CHECK(g.atts[2].section.to_string() == "HEADER.FIELDS (FROM SUBJECT X-Y)");
+  CHECK(g.atts[2].section.to_string() == "HEADER.FIELDS (From Subject x-y)");
   CHECK(g.atts[3].section.part == std::vector<uint32_t>{1, 2});
   CHECK(g.atts[3].section.spec == Section::Spec::kMime);
   CHECK(g.atts[3].section.to_string() == "1.2.MIME");

@@ -278,6 +278,11 @@ TEST_CASE("SELECT, EXAMINE and the mailbox view", "[imap][session]") {
   CHECK(contains(ex, "e OK [READ-ONLY] EXAMINE completed.\r\n"));
   CHECK(f.c.send("x STORE 1 +FLAGS \\Seen\r\n") == "x NO [READ-ONLY] Mailbox is read-only.\r\n");
   CHECK(f.c.send("y EXPUNGE\r\n") == "y NO [READ-ONLY] Mailbox is read-only.\r\n");
+  // An empty mailbox: "*" names no message (RFC 9051 6.4.5), UIDs just match nothing.
+  CHECK(f.c.send("y2 FETCH * FLAGS\r\n") == "y2 BAD Invalid messageset\r\n");
+  CHECK(f.c.send("y3 FETCH 1:* FLAGS\r\n") == "y3 BAD Invalid messageset\r\n");
+  CHECK(f.c.send("y4 UID FETCH 1:* FLAGS\r\n") == "y4 OK FETCH completed.\r\n");
+  CHECK(f.c.send("y5 SEARCH ALL\r\n") == "* SEARCH\r\ny5 OK SEARCH completed.\r\n");
   // A failed SELECT leaves no mailbox selected.
   CHECK(f.c.send("n SELECT Nope\r\n") ==
         "* OK [CLOSED] Previous mailbox closed.\r\nn NO [NONEXISTENT] Mailbox doesn't exist\r\n");
@@ -304,6 +309,7 @@ TEST_CASE("FETCH data items", "[imap][session][fetch]") {
           "* 2 FETCH (UID 2 FLAGS (\\Seen \\Recent))\r\n* 3 FETCH (UID 3 FLAGS (\\Recent))\r\nb OK FETCH completed.\r\n");
     CHECK(f.c.send("c UID FETCH 50:60 FLAGS\r\n") == "c OK FETCH completed.\r\n");
     CHECK(f.c.send("d FETCH 4 FLAGS\r\n") == "d BAD Invalid messageset\r\n");
+    CHECK(f.c.send("d2 FETCH 2:4 FLAGS\r\n") == "d2 BAD Invalid messageset\r\n");
     CHECK(f.c.send("e FETCH 1 FAST\r\n") == "* 1 FETCH (FLAGS (\\Recent) INTERNALDATE \"03-Jun-2024 09:00:00 +0000\" RFC822.SIZE " +
                                                 std::to_string(s1.size()) + ")\r\ne OK FETCH completed.\r\n");
   }
@@ -323,7 +329,7 @@ TEST_CASE("FETCH data items", "[imap][session][fetch]") {
   }
   SECTION("BODY[] sets \\Seen, BODY.PEEK[] does not") {
     CHECK(f.c.send("a FETCH 1 BODY.PEEK[HEADER.FIELDS (Subject)]\r\n") ==
-          "* 1 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {18}\r\nSubject: Hello\r\n\r\n)\r\na OK FETCH completed.\r\n");
+          "* 1 FETCH (BODY[HEADER.FIELDS (Subject)] {18}\r\nSubject: Hello\r\n\r\n)\r\na OK FETCH completed.\r\n");
     CHECK(f.c.send("b FETCH 1 BODY[TEXT]<3.3>\r\n") ==
           "* 1 FETCH (BODY[TEXT]<3> {3}\r\nBob FLAGS (\\Seen \\Recent))\r\nb OK FETCH completed.\r\n");
     CHECK(f.store.box("INBOX").msgs[0].flags == std::vector<std::string>{"\\Seen"});
