@@ -285,6 +285,11 @@ void append_part(std::string& out, const mime::Message& m, const mime::Part& p, 
     return;
   }
   bool text = p.kind == mime::Part::Kind::kLeaf && p.content_type.type == "text";
+  // A message/rfc822 the parser did not descend into (nesting limit, or an encoding
+  // RFC 2046 5.2.1 forbids) still needs the envelope, body and lines the grammar
+  // requires for that media type: its own header if readable, and an empty body.
+  bool opaque_message = p.kind == mime::Part::Kind::kLeaf && p.content_type.type == "message" &&
+                        (p.content_type.subtype == "rfc822" || p.content_type.subtype == "global");
   append_string(out, p.content_type.type, mode);
   out += ' ';
   append_string(out, p.content_type.subtype, mode);
@@ -300,6 +305,14 @@ void append_part(std::string& out, const mime::Message& m, const mime::Part& p, 
   out += std::to_string(p.body_size());
   if (text) {
     out += ' ';
+    out += std::to_string(p.body_lines);
+  } else if (opaque_message) {
+    bool identity = p.encoding.empty() || p.encoding == "7bit" || p.encoding == "8bit" || p.encoding == "binary";
+    out += ' ';
+    append_envelope(out, identity ? mime::parse_header_section(m.body_text(p), 1000) : mime::HeaderSection{}, mode);
+    out += " (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0";
+    if (ext) out += " NIL NIL NIL NIL";
+    out += ") ";
     out += std::to_string(p.body_lines);
   } else if (p.kind == mime::Part::Kind::kMessage) {
     const mime::Part& inner = m.part(p.children[0]);

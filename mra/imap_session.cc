@@ -1354,6 +1354,7 @@ ImapSession::Step ImapSession::continue_fetch() {
     return s;
   }
   std::unique_ptr<FetchJob> done = std::move(fetch_);
+  s.action = Action::kContinue;  // pipelined commands may be waiting
   if (done->unknown_cte) {
     s.out += sync_updates(done->uid);
     s.out += tagged(done->tag, "NO", "[UNKNOWN-CTE] Can't decode the content transfer encoding.");

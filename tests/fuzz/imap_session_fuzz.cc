@@ -1,11 +1,13 @@
 // Fuzzes the IMAP session after login, on the in-memory test store with a few real
 // messages: any byte stream of commands (FETCH of every item, SEARCH programs, STORE,
-// COPY/MOVE, APPEND, LIST patterns, IDLE) must never crash, and the session must
-// always make progress.
+// COPY/MOVE, APPEND, LIST patterns, IDLE) must never crash, the session must always
+// make progress, and everything it sends must conform to the RFC 3501/9051 response
+// grammar (checked by the test fixture's independent checker).
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
 
+#include "../unit/mra/imap_grammar_fixture.h"
 #include "../unit/mra/memory_store_fixture.h"
 #include "mra/imap_session.h"
 
@@ -31,14 +33,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   ImapSession s(cfg, store, "fuzz");
   s.feed("s SELECT INBOX\r\n");
   s.feed(std::string_view(reinterpret_cast<const char*>(data), size));
+  std::string out;
   for (int i = 0; i < 100000; ++i) {
     ImapSession::Step st = s.step();
+    out += st.out;
     if (st.action == ImapSession::Action::kIdle) {
-      (void)s.poll();
+      out += s.poll();
       st = s.step();
+      out += st.out;
       if (st.action == ImapSession::Action::kIdle) break;
     }
     if (st.action != ImapSession::Action::kContinue) break;
   }
+  if (!testing::ResponseChecker::check(out).empty()) __builtin_trap();
   return 0;
 }

@@ -183,6 +183,11 @@ TEST_CASE("BODYSTRUCTURE extension data and edge cases", "[imap][render]") {
   CHECK(bs("Content-Type: multipart/mixed; boundary=zz\n\nno parts\n") ==
         "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0 NIL NIL NIL NIL) \"mixed\" "
         "(\"boundary\" \"zz\") NIL NIL NIL)");
+  // A message/rfc822 the parser did not open (forbidden encoding) keeps the members
+  // its media type requires: envelope, body, lines.
+  CHECK(bs("Content-Type: message/rfc822\nContent-Transfer-Encoding: base64\n\nU3ViamVjdDogeA==\n") ==
+        "(\"message\" \"rfc822\" NIL NIL NIL \"base64\" 17 (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) "
+        "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0 NIL NIL NIL NIL) 1 NIL NIL NIL NIL)");
   // A parameter value with 8-bit bytes goes out as a literal.
   CHECK(bs("Content-Type: text/plain; name=\"caf\xc3\xa9\"\n\n") ==
         "(\"text\" \"plain\" (\"name\" {5}\r\ncaf\xc3\xa9 \"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0 NIL NIL NIL NIL)");

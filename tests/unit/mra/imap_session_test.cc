@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include "common/mime.h"
+#include "imap_grammar_fixture.h"
 #include "memory_store_fixture.h"
 
 using namespace tern::mra;
@@ -57,9 +58,11 @@ SessionConfig test_config() {
 
 // Drives a session the way the daemon's glue does: feed, then step() until it wants
 // input (or something the test must handle).
+// Every response is checked against the RFC 3501 / RFC 9051 grammar on the way.
 struct Client {
   ImapSession& s;
   Action last = Action::kNeedInput;
+  bool utf8 = false;  // the client enabled IMAP4rev2
 
   std::string pump() {
     std::string out;
@@ -69,6 +72,9 @@ struct Client {
       last = st.action;
       if (st.action != Action::kContinue) break;
     }
+    INFO(out);
+    CHECK(tern::mra::testing::ResponseChecker::check(out, utf8) == "");
+    if (out.find("* ENABLED IMAP4rev2") != std::string::npos) utf8 = true;
     return out;
   }
   std::string send(const std::string& in) {
