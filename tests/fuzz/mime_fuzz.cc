@@ -1,10 +1,12 @@
 // Fuzzes the MIME parser and everything IMAP derives from a message: the tree's
 // offsets must stay inside the message and nested, and ENVELOPE, BODYSTRUCTURE,
-// every section, BINARY and the search text must be producible for every part.
+// every section, BINARY and the search text must be producible for every part, and
+// the rendered ENVELOPE / BODY / BODYSTRUCTURE must conform to the IMAP grammar.
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
+#include "../unit/mra/imap_grammar_fixture.h"
 #include "common/mime.h"
 #include "common/mime_address.h"
 #include "common/mime_date.h"
@@ -33,10 +35,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     (void)m.decoded_body(p);
   }
-  std::string out;
+  std::string out = "* 1 FETCH (ENVELOPE ";
   append_envelope(out, m.root().header);
+  out += " BODYSTRUCTURE ";
   append_body_structure(out, m, m.root(), true);
-  append_body_structure(out, m, m.root(), false, RenderMode{true});
+  out += " BODY ";
+  append_body_structure(out, m, m.root(), false);
+  out += ")\r\n";
+  if (!tern::mra::testing::ResponseChecker::check(out).empty()) __builtin_trap();
+  std::string utf8 = "* ENABLED IMAP4rev2\r\n* 1 FETCH (BODYSTRUCTURE ";
+  append_body_structure(utf8, m, m.root(), true, RenderMode{true});
+  utf8 += ")\r\n";
+  if (!tern::mra::testing::ResponseChecker::check(utf8).empty()) __builtin_trap();
   (void)m.searchable_text(1 << 20);
   // Every section path the tree has, and some it does not.
   for (uint32_t a = 0; a <= 3; ++a) {
