@@ -110,35 +110,29 @@ std::string ordered_set(const std::vector<uint32_t>& v) {
 // The message as a SearchMessage for the evaluator, loading its text on demand.
 class ViewSearchMessage : public SearchMessage {
  public:
-  ViewSearchMessage(uint32_t seq, uint32_t uid, const std::vector<std::string>& flags, bool recent, uint64_t size,
-                    int64_t date, int zone, uint64_t modseq, Mailbox& mbox)
-      : seq_(seq), uid_(uid), flags_(flags), recent_(recent), size_(size), date_(date), zone_(zone),
-        modseq_(modseq), mbox_(mbox) {}
+  ViewSearchMessage(uint32_t seq, const MessageMeta& meta, bool recent, Mailbox& mbox)
+      : seq_(seq), meta_(meta), recent_(recent), mbox_(mbox) {}
   uint32_t seq() const override { return seq_; }
-  uint32_t uid() const override { return uid_; }
-  const std::vector<std::string>& flags() const override { return flags_; }
+  uint32_t uid() const override { return meta_.uid; }
+  const std::vector<std::string>& flags() const override { return meta_.flags; }
   bool recent() const override { return recent_; }
-  uint64_t size() const override { return size_; }
-  int64_t internal_date() const override { return date_; }
-  int internal_date_zone() const override { return zone_; }
-  uint64_t modseq() const override { return modseq_; }
+  uint64_t size() const override { return meta_.size; }
+  int64_t internal_date() const override { return meta_.internal_date; }
+  int internal_date_zone() const override { return meta_.internal_date_zone; }
+  uint64_t modseq() const override { return meta_.modseq; }
   const mime::Message* message() override {
     if (!loaded_) {
       loaded_ = true;
-      Result<std::string> r = mbox_.read(uid_);
+      Result<std::string> r = mbox_.read(meta_.uid);
       if (r.ok()) msg_ = mime::Message::parse(mime::to_crlf(r.value()));
     }
     return msg_ ? &*msg_ : nullptr;
   }
 
  private:
-  uint32_t seq_, uid_;
-  const std::vector<std::string>& flags_;
+  uint32_t seq_;
+  const MessageMeta& meta_;
   bool recent_;
-  uint64_t size_;
-  int64_t date_;
-  int zone_;
-  uint64_t modseq_;
   Mailbox& mbox_;
   bool loaded_ = false;
   std::optional<mime::Message> msg_;
@@ -559,10 +553,22 @@ void ImapSession::deselect() {
   if (state_ == State::kSelected) state_ = State::kAuthenticated;
 }
 
-std::string ImapSession::flags_of(const ViewMsg& m) const {
+std::string ImapSession::flags_of(const MessageMeta& m, bool recent) const {
   std::vector<std::string> f = m.flags;
-  if (m.recent && !rev2_) f.push_back("\\Recent");
+  if (recent && !rev2_) f.push_back("\\Recent");
   return format_flag_list(f);
+}
+
+std::vector<MessageMeta> ImapSession::meta_range(size_t first, size_t last) {
+  std::vector<uint32_t> uids;
+  uids.reserve(last - first);
+  for (size_t i = first; i < last; ++i) {
+    if (!view_[i].expunged) uids.push_back(view_[i].uid);
+  }
+  if (uids.empty()) return {};
+  Result<std::vector<MessageMeta>> r = mailbox_->fetch_meta(uids);
+  if (!r) return {};
+  return std::move(r.value());
 }
 
 uint32_t ImapSession::seq_of(uint32_t uid) const {
@@ -582,30 +588,15 @@ std::string ImapSession::sync_updates(bool allow_expunge) {
     }
     for (MessageMeta& m : ch.changed) {
       uint32_t seq = seq_of(m.uid);
-      if (!seq) continue;
-      ViewMsg& v = view_[seq - 1];
-      if (v.expunged) continue;
-      bool flags_differ = v.flags != m.flags;
-      bool modseq_differs = v.modseq != m.modseq;
-      v.flags = m.flags;
-      v.modseq = m.modseq;
-      if (flags_differ || (condstore_ && modseq_differs)) {
-        out += "* " + std::to_string(seq) + " FETCH (UID " + std::to_string(v.uid) + " FLAGS " + flags_of(v);
-        if (condstore_) out += " MODSEQ (" + std::to_string(v.modseq) + ")";
-        out += ")\r\n";
-      }
+      if (!seq || view_[seq - 1].expunged) continue;
+      out += "* " + std::to_string(seq) + " FETCH (UID " + std::to_string(m.uid) + " FLAGS " +
+             flags_of(m, view_[seq - 1].recent);
+      if (condstore_) out += " MODSEQ (" + std::to_string(m.modseq) + ")";
+      out += ")\r\n";
     }
     for (MessageMeta& m : ch.added) {
       if (!view_.empty() && m.uid <= view_.back().uid) continue;
-      ViewMsg v;
-      v.uid = m.uid;
-      v.modseq = m.modseq;
-      v.flags = std::move(m.flags);
-      v.recent = m.recent;
-      v.size = m.size;
-      v.internal_date = m.internal_date;
-      v.zone = m.internal_date_zone;
-      view_.push_back(std::move(v));
+      view_.push_back(ViewMsg{m.uid, m.recent, false});
     }
   }
   size_t expunged = 0;
@@ -672,18 +663,18 @@ ImapSession::Step ImapSession::cmd_select(Command& c) {
   read_only_ = examine || mailbox_->read_only();
   state_ = State::kSelected;
   view_.clear();
-  for (MessageMeta& m : initial.value().added) {
-    ViewMsg v;
-    v.uid = m.uid;
-    v.modseq = m.modseq;
-    v.flags = std::move(m.flags);
-    v.recent = m.recent;
-    v.size = m.size;
-    v.internal_date = m.internal_date;
-    v.zone = m.internal_date_zone;
-    view_.push_back(std::move(v));
+  std::vector<MessageMeta>& all = initial.value().added;
+  std::sort(all.begin(), all.end(), [](const MessageMeta& x, const MessageMeta& y) { return x.uid < y.uid; });
+  uint32_t recent = 0;
+  uint32_t first_unseen = 0;
+  view_.reserve(all.size());
+  for (const MessageMeta& m : all) {
+    view_.push_back(ViewMsg{m.uid, m.recent, false});
+    recent += m.recent ? 1 : 0;
+    if (!first_unseen && !has_flag(m.flags, "\\Seen")) first_unseen = static_cast<uint32_t>(view_.size());
   }
-  std::sort(view_.begin(), view_.end(), [](const ViewMsg& x, const ViewMsg& y) { return x.uid < y.uid; });
+  all.clear();
+  all.shrink_to_fit();
   announced_exists_ = view_.size();
   std::vector<std::string> flags(std::begin(kSystemFlags), std::end(kSystemFlags));
   for (const std::string& k : mailbox_->keywords()) {
@@ -699,12 +690,6 @@ ImapSession::Step ImapSession::cmd_select(Command& c) {
   }
   out += "* " + std::to_string(view_.size()) + " EXISTS\r\n";
   if (!rev2_) {
-    uint32_t recent = 0;
-    uint32_t first_unseen = 0;
-    for (size_t i = 0; i < view_.size(); ++i) {
-      recent += view_[i].recent ? 1 : 0;
-      if (!first_unseen && !has_flag(view_[i].flags, "\\Seen")) first_unseen = static_cast<uint32_t>(i + 1);
-    }
     out += "* " + std::to_string(recent) + " RECENT\r\n";
     if (first_unseen) out += "* OK [UNSEEN " + std::to_string(first_unseen) + "] First unseen.\r\n";
   }
@@ -1102,15 +1087,22 @@ ImapSession::Step ImapSession::cmd_search(Command& c) {
   NumberSet result;  // sequence numbers or UIDs, as the response wants
   NumberSet result_uids;
   uint64_t max_modseq = 0;
-  for (size_t i = 0; i < view_.size(); ++i) {
-    const ViewMsg& m = view_[i];
-    if (m.expunged) continue;
-    ViewSearchMessage sm(static_cast<uint32_t>(i + 1), m.uid, m.flags, m.recent, m.size, m.internal_date, m.zone,
-                         m.modseq, *mailbox_);
-    if (!search_matches(a.key, sm, ctx)) continue;
-    result.add(c.uid ? m.uid : static_cast<uint32_t>(i + 1));
-    result_uids.add(m.uid);
-    max_modseq = std::max(max_modseq, m.modseq);
+  // In batches, so a search of a large mailbox holds a bounded amount of metadata.
+  constexpr size_t kBatch = 1024;
+  for (size_t first = 0; first < view_.size(); first += kBatch) {
+    size_t last = std::min(view_.size(), first + kBatch);
+    std::vector<MessageMeta> metas = meta_range(first, last);
+    size_t i = first;
+    for (const MessageMeta& meta : metas) {
+      while (i < last && view_[i].uid != meta.uid) ++i;
+      if (i == last) break;
+      ViewSearchMessage sm(static_cast<uint32_t>(i + 1), meta, view_[i].recent, *mailbox_);
+      if (search_matches(a.key, sm, ctx)) {
+        result.add(c.uid ? meta.uid : static_cast<uint32_t>(i + 1));
+        result_uids.add(meta.uid);
+        max_modseq = std::max(max_modseq, meta.modseq);
+      }
+    }
   }
   std::string out;
   bool esearch = a.return_given || rev2_;
@@ -1183,171 +1175,192 @@ ImapSession::Step ImapSession::continue_fetch() {
   using K = FetchAtt::Kind;
   Step s;
   while (job.next < job.seqs.size() && s.out.size() < config_.output_chunk) {
-    uint32_t seq = job.seqs[job.next++];
-    ViewMsg& m = view_[seq - 1];
-    if (job.changed_since && m.modseq <= *job.changed_since) continue;
-    std::optional<mime::Message> parsed;
-    bool load_failed = false;
-    auto load = [&]() -> const mime::Message* {
-      if (!parsed && !load_failed) {
-        Result<std::string> r = m.expunged ? Result<std::string>(make_error(ErrorKind::kNotFound, "expunged"))
-                                           : mailbox_->read(m.uid);
-        if (!r) {
-          load_failed = true;
-          return nullptr;
-        }
-        parsed = mime::Message::parse(mime::to_crlf(r.value()));
-      }
-      return parsed ? &*parsed : nullptr;
-    };
-    bool seen_changed = false;
-    if (job.set_seen && !m.expunged && !has_flag(m.flags, "\\Seen")) {
-      Result<StoreResult> r = mailbox_->store({m.uid}, StoreMode::kAdd, {"\\Seen"}, std::nullopt);
-      if (r && !r->updated.empty()) {
-        m.flags = r->updated[0].flags;
-        m.modseq = r->updated[0].modseq;
-        seen_changed = true;
-      }
+    // Metadata for a batch of messages in one call to the store.
+    size_t batch_end = std::min(job.seqs.size(), job.next + 64);
+    std::vector<uint32_t> uids;
+    for (size_t k = job.next; k < batch_end; ++k) {
+      const ViewMsg& bv = view_[job.seqs[k] - 1];
+      if (!bv.expunged) uids.push_back(bv.uid);
     }
-    std::string items;
-    bool failed = false;
-    bool flags_done = false;
-    bool modseq_done = false;
-    auto sp = [&] {
-      if (!items.empty()) items += ' ';
-    };
-    bool has_uid_att = std::any_of(job.atts.begin(), job.atts.end(), [](const FetchAtt& f) { return f.kind == K::kUid; });
-    if (job.uid && !has_uid_att) items += "UID " + std::to_string(m.uid);
-    RenderMode mode = render_mode();
-    for (const FetchAtt& f : job.atts) {
-      if (failed) break;
-      switch (f.kind) {
-        case K::kUid:
-          sp();
-          items += "UID " + std::to_string(m.uid);
-          break;
-        case K::kFlags:
-          sp();
-          items += "FLAGS " + flags_of(m);
-          flags_done = true;
-          break;
-        case K::kInternalDate:
-          sp();
-          items += "INTERNALDATE " + format_internal_date(m.internal_date, m.zone);
-          break;
-        case K::kRfc822Size:
-          sp();
-          items += "RFC822.SIZE " + std::to_string(m.size);
-          break;
-        case K::kModSeq:
-          sp();
-          items += "MODSEQ (" + std::to_string(m.modseq) + ")";
-          modseq_done = true;
-          break;
-        case K::kEnvelope:
-        case K::kBody:
-        case K::kBodyStructure: {
-          const char* field = f.kind == K::kEnvelope ? "imap.envelope" : f.kind == K::kBody ? "imap.body" : "imap.bodystructure";
-          const char* label = f.kind == K::kEnvelope ? "ENVELOPE " : f.kind == K::kBody ? "BODY " : "BODYSTRUCTURE ";
-          // The cache holds the UTF-8-mode-independent rendering only for rev1.
-          std::optional<std::string> cached = rev2_ ? std::nullopt : mailbox_->cache_get(m.uid, field);
-          std::string value;
-          if (cached) {
-            value = std::move(*cached);
-          } else {
+    std::vector<MessageMeta> metas;
+    if (!uids.empty()) {
+      Result<std::vector<MessageMeta>> r = mailbox_->fetch_meta(uids);
+      if (r) metas = std::move(r.value());
+    }
+    size_t mi = 0;
+    for (; job.next < batch_end && s.out.size() < config_.output_chunk; ++job.next) {
+      uint32_t seq = job.seqs[job.next];
+      const ViewMsg& v = view_[seq - 1];
+      while (mi < metas.size() && metas[mi].uid < v.uid) ++mi;
+      if (mi == metas.size() || metas[mi].uid != v.uid) {
+        // Expunged by another session, not yet announced (RFC 5530 EXPUNGEISSUED).
+        job.expunge_issued = true;
+        continue;
+      }
+      MessageMeta& m = metas[mi];
+      if (job.changed_since && m.modseq <= *job.changed_since) continue;
+      std::optional<mime::Message> parsed;
+      bool load_failed = false;
+      auto load = [&]() -> const mime::Message* {
+        if (!parsed && !load_failed) {
+          Result<std::string> r = mailbox_->read(m.uid);
+          if (!r) {
+            load_failed = true;
+            return nullptr;
+          }
+          parsed = mime::Message::parse(mime::to_crlf(r.value()));
+        }
+        return parsed ? &*parsed : nullptr;
+      };
+      bool seen_changed = false;
+      if (job.set_seen && !has_flag(m.flags, "\\Seen")) {
+        Result<StoreResult> r = mailbox_->store({m.uid}, StoreMode::kAdd, {"\\Seen"}, std::nullopt);
+        if (r && !r->updated.empty()) {
+          m.flags = r->updated[0].flags;
+          m.modseq = r->updated[0].modseq;
+          seen_changed = true;
+        }
+      }
+      std::string items;
+      bool failed = false;
+      bool flags_done = false;
+      bool modseq_done = false;
+      auto sp = [&] {
+        if (!items.empty()) items += ' ';
+      };
+      bool has_uid_att = std::any_of(job.atts.begin(), job.atts.end(), [](const FetchAtt& f) { return f.kind == K::kUid; });
+      if (job.uid && !has_uid_att) items += "UID " + std::to_string(m.uid);
+      RenderMode mode = render_mode();
+      for (const FetchAtt& f : job.atts) {
+        if (failed) break;
+        switch (f.kind) {
+          case K::kUid:
+            sp();
+            items += "UID " + std::to_string(m.uid);
+            break;
+          case K::kFlags:
+            sp();
+            items += "FLAGS " + flags_of(m, v.recent);
+            flags_done = true;
+            break;
+          case K::kInternalDate:
+            sp();
+            items += "INTERNALDATE " + format_internal_date(m.internal_date, m.internal_date_zone);
+            break;
+          case K::kRfc822Size:
+            sp();
+            items += "RFC822.SIZE " + std::to_string(m.size);
+            break;
+          case K::kModSeq:
+            sp();
+            items += "MODSEQ (" + std::to_string(m.modseq) + ")";
+            modseq_done = true;
+            break;
+          case K::kEnvelope:
+          case K::kBody:
+          case K::kBodyStructure: {
+            const char* field = f.kind == K::kEnvelope ? "imap.envelope" : f.kind == K::kBody ? "imap.body" : "imap.bodystructure";
+            const char* label = f.kind == K::kEnvelope ? "ENVELOPE " : f.kind == K::kBody ? "BODY " : "BODYSTRUCTURE ";
+            // The cache holds the UTF-8-mode-independent rendering only for rev1.
+            std::optional<std::string> cached = rev2_ ? std::nullopt : mailbox_->cache_get(m.uid, field);
+            std::string value;
+            if (cached) {
+              value = std::move(*cached);
+            } else {
+              const mime::Message* msg = load();
+              if (!msg) {
+                failed = true;
+                break;
+              }
+              if (f.kind == K::kEnvelope) {
+                append_envelope(value, msg->root().header, mode);
+              } else {
+                append_body_structure(value, *msg, msg->root(), f.kind == K::kBodyStructure, mode);
+              }
+              if (!rev2_) mailbox_->cache_put(m.uid, field, value);
+            }
+            sp();
+            items += label + value;
+            break;
+          }
+          case K::kRfc822:
+          case K::kRfc822Header:
+          case K::kRfc822Text:
+          case K::kBodySection: {
             const mime::Message* msg = load();
             if (!msg) {
               failed = true;
               break;
             }
-            if (f.kind == K::kEnvelope) {
-              append_envelope(value, msg->root().header, mode);
+            Section sec = f.section;
+            std::string label;
+            if (f.kind == K::kRfc822) {
+              label = "RFC822";
+            } else if (f.kind == K::kRfc822Header) {
+              label = "RFC822.HEADER";
+              sec.spec = Section::Spec::kHeader;
+            } else if (f.kind == K::kRfc822Text) {
+              label = "RFC822.TEXT";
+              sec.spec = Section::Spec::kText;
             } else {
-              append_body_structure(value, *msg, msg->root(), f.kind == K::kBodyStructure, mode);
+              label = "BODY[" + sec.to_string() + "]";
+              if (f.partial) label += "<" + std::to_string(f.partial->first) + ">";
             }
-            if (!rev2_) mailbox_->cache_put(m.uid, field, value);
-          }
-          sp();
-          items += label + value;
-          break;
-        }
-        case K::kRfc822:
-        case K::kRfc822Header:
-        case K::kRfc822Text:
-        case K::kBodySection: {
-          const mime::Message* msg = load();
-          if (!msg) {
-            failed = true;
-            break;
-          }
-          Section sec = f.section;
-          std::string label;
-          if (f.kind == K::kRfc822) {
-            label = "RFC822";
-          } else if (f.kind == K::kRfc822Header) {
-            label = "RFC822.HEADER";
-            sec.spec = Section::Spec::kHeader;
-          } else if (f.kind == K::kRfc822Text) {
-            label = "RFC822.TEXT";
-            sec.spec = Section::Spec::kText;
-          } else {
-            label = "BODY[" + sec.to_string() + "]";
-            if (f.partial) label += "<" + std::to_string(f.partial->first) + ">";
-          }
-          SectionContent content = section_content(*msg, sec);
-          sp();
-          items += label + " ";
-          if (!content.exists) {
-            items += "NIL";
-          } else {
-            append_literal(items, apply_partial(content.data(), f.partial));
-          }
-          break;
-        }
-        case K::kBinary:
-        case K::kBinarySize: {
-          const mime::Message* msg = load();
-          if (!msg) {
-            failed = true;
-            break;
-          }
-          BinaryContent bc = binary_content(*msg, f.section);
-          if (bc.status == BinaryContent::Status::kUnknownCte) {
-            job.unknown_cte = true;
-            failed = true;
-            break;
-          }
-          sp();
-          if (f.kind == K::kBinarySize) {
-            items += "BINARY.SIZE[" + f.section.to_string() + "] ";
-            items += bc.status == BinaryContent::Status::kNoSection ? "0" : std::to_string(bc.data.size());
-          } else {
-            items += "BINARY[" + f.section.to_string() + "]";
-            if (f.partial) items += "<" + std::to_string(f.partial->first) + ">";
-            items += ' ';
-            if (bc.status == BinaryContent::Status::kNoSection) {
+            SectionContent content = section_content(*msg, sec);
+            sp();
+            items += label + " ";
+            if (!content.exists) {
               items += "NIL";
             } else {
-              append_literal8(items, apply_partial(bc.data, f.partial));
+              append_literal(items, apply_partial(content.data(), f.partial));
             }
+            break;
           }
-          break;
+          case K::kBinary:
+          case K::kBinarySize: {
+            const mime::Message* msg = load();
+            if (!msg) {
+              failed = true;
+              break;
+            }
+            BinaryContent bc = binary_content(*msg, f.section);
+            if (bc.status == BinaryContent::Status::kUnknownCte) {
+              job.unknown_cte = true;
+              failed = true;
+              break;
+            }
+            sp();
+            if (f.kind == K::kBinarySize) {
+              items += "BINARY.SIZE[" + f.section.to_string() + "] ";
+              items += bc.status == BinaryContent::Status::kNoSection ? "0" : std::to_string(bc.data.size());
+            } else {
+              items += "BINARY[" + f.section.to_string() + "]";
+              if (f.partial) items += "<" + std::to_string(f.partial->first) + ">";
+              items += ' ';
+              if (bc.status == BinaryContent::Status::kNoSection) {
+                items += "NIL";
+              } else {
+                append_literal8(items, apply_partial(bc.data, f.partial));
+              }
+            }
+            break;
+          }
         }
       }
+      if (failed) {
+        if (load_failed) job.expunge_issued = true;
+        continue;
+      }
+      if (seen_changed && !flags_done) {
+        sp();
+        items += "FLAGS " + flags_of(m, v.recent);
+      }
+      if (condstore_ && (job.want_modseq || seen_changed) && !modseq_done) {
+        sp();
+        items += "MODSEQ (" + std::to_string(m.modseq) + ")";
+      }
+      s.out += "* " + std::to_string(seq) + " FETCH (" + items + ")\r\n";
     }
-    if (failed) {
-      if (load_failed) job.expunge_issued = true;
-      continue;
-    }
-    if (seen_changed && !flags_done) {
-      sp();
-      items += "FLAGS " + flags_of(m);
-    }
-    if (condstore_ && (job.want_modseq || seen_changed) && !modseq_done) {
-      sp();
-      items += "MODSEQ (" + std::to_string(m.modseq) + ")";
-    }
-    s.out += "* " + std::to_string(seq) + " FETCH (" + items + ")\r\n";
   }
   if (job.next < job.seqs.size()) {
     s.action = Action::kContinue;
@@ -1394,15 +1407,12 @@ ImapSession::Step ImapSession::cmd_store(Command& c) {
     for (const MessageMeta& m : r->updated) {
       uint32_t seq = seq_of(m.uid);
       if (!seq) continue;
-      ViewMsg& v = view_[seq - 1];
-      v.flags = m.flags;
-      v.modseq = m.modseq;
       // RFC 7162 3.1.3: with UNCHANGEDSINCE, FETCH responses are sent even for .SILENT.
       if (a.silent && !a.unchanged_since) continue;
       out += "* " + std::to_string(seq) + " FETCH (";
-      if (c.uid) out += "UID " + std::to_string(v.uid) + " ";
-      out += "FLAGS " + flags_of(v);
-      if (condstore_) out += " MODSEQ (" + std::to_string(v.modseq) + ")";
+      if (c.uid) out += "UID " + std::to_string(m.uid) + " ";
+      out += "FLAGS " + flags_of(m, view_[seq - 1].recent);
+      if (condstore_) out += " MODSEQ (" + std::to_string(m.modseq) + ")";
       out += ")\r\n";
     }
     for (uint32_t u : r->modified) {

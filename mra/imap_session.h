@@ -155,14 +155,11 @@ class ImapSession {
   bool in_idle() const { return mode_ == Mode::kIdle; }
 
  private:
+  // One message of the selected mailbox as the client knows it: 8 bytes. Flags,
+  // sizes and dates come from Mailbox::fetch_meta() when a command needs them.
   struct ViewMsg {
     uint32_t uid = 0;
-    uint64_t modseq = 0;
-    std::vector<std::string> flags;
-    bool recent = false;
-    uint64_t size = 0;
-    int64_t internal_date = 0;
-    int zone = 0;
+    bool recent = false;    // \Recent in this session (RFC 3501 2.3.2)
     bool expunged = false;  // gone from the store, not yet announced
   };
   struct FetchJob;
@@ -220,7 +217,9 @@ class ImapSession {
   std::string sync_updates(bool allow_expunge);
   std::optional<std::vector<uint32_t>> resolve_seqs(const SequenceSet& set, bool uid, std::string& error) const;
   uint32_t seq_of(uint32_t uid) const;  // 0 if not in the view
-  std::string flags_of(const ViewMsg& m) const;
+  std::string flags_of(const MessageMeta& m, bool recent) const;
+  // Metadata of view_[first, last) (their UIDs), in view order; expunged ones left out.
+  std::vector<MessageMeta> meta_range(size_t first, size_t last);
   std::string status_items(const std::vector<std::string>& items, const MailboxStatus& st) const;
   bool plaintext_allowed() const { return config_.tls || config_.plaintext_auth_without_tls; }
   RenderMode render_mode() const { return RenderMode{rev2_}; }

@@ -15,10 +15,17 @@
 //  - UIDs are strictly ascending per mailbox and never reused while UIDVALIDITY stays;
 //    MODSEQ values (RFC 7162) grow with every change to a message and are non-zero.
 //  - Mailbox::sync() reports what changed since the previous sync() of this handle;
-//    the first call after open() returns every message as `added`. The session keeps
-//    its own sequence-number view and applies these changes when the protocol lets it
-//    (RFC 3501 7.4.1: no EXPUNGE during FETCH, STORE or SEARCH), so several sessions on
-//    one mailbox each see the others' changes.
+//    the first call after open() returns every message as `added`. Flag changes made
+//    through this handle's store() are not reported again (the session has answered
+//    them); everything else is, expunges through this handle included. The session
+//    keeps its own sequence-number view and applies these changes when the protocol
+//    lets it (RFC 3501 7.4.1: no EXPUNGE during FETCH, STORE or SEARCH), so several
+//    sessions on one mailbox each see the others' changes.
+//  - The session keeps only UIDs (and \Recent) per message, about 8 bytes each, and
+//    asks fetch_meta() for flags, sizes and dates when a command needs them: with
+//    the index shared by all of a user's sessions (LMDB is memory-mapped), a
+//    thousand idle sessions on a big INBOX cost a thousand small UID arrays, not a
+//    thousand copies of the index.
 //  - Errors carry an ErrorKind the session maps to a response code: kNotFound ->
 //    NO [NONEXISTENT] (or [TRYCREATE] for COPY/APPEND targets), kExists ->
 //    [ALREADYEXISTS], kNoQuota -> [OVERQUOTA], kDenied -> [NOPERM], kInUse -> [INUSE],
@@ -133,6 +140,10 @@ class Mailbox {
 
   // Changes since the previous sync() (everything, as `added`, on the first call).
   virtual Result<MailboxChanges> sync() = 0;
+
+  // Current metadata of the given UIDs (ascending), in ascending UID order; UIDs that
+  // no longer exist are left out. `recent` is not meaningful here.
+  virtual Result<std::vector<MessageMeta>> fetch_meta(const std::vector<uint32_t>& uids) = 0;
 
   // The message as stored (LF or CRLF line ends). kNotFound once it is expunged.
   virtual Result<std::string> read(uint32_t uid) = 0;

@@ -212,6 +212,19 @@ class MemoryMailbox : public Mailbox {
     return ch;
   }
 
+  Result<std::vector<MessageMeta>> fetch_meta(const std::vector<uint32_t>& uids) override {
+    ++meta_calls;
+    std::vector<MessageMeta> out;
+    const auto& msgs = box().msgs;
+    size_t j = 0;
+    for (uint32_t uid : uids) {
+      while (j < msgs.size() && msgs[j].uid < uid) ++j;
+      if (j < msgs.size() && msgs[j].uid == uid) out.push_back(meta_of(msgs[j]));
+    }
+    return out;
+  }
+  int meta_calls = 0;
+
   Result<std::string> read(uint32_t uid) override {
     if (store_.fail_reads) return make_error(ErrorKind::kTemp, "read failed");
     for (const MemoryStore::Msg& m : box().msgs) {
