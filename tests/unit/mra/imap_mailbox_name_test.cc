@@ -18,7 +18,7 @@ TEST_CASE("check_mailbox_name accepts ordinary names and canonicalises INBOX", "
 TEST_CASE("check_mailbox_name refuses names that could escape the mail root", "[imap][mailbox]") {
   const char* bad[] = {"", "..", "../etc", "a/../../etc", "a/..", ".", "./a", "a/./b", "/etc/passwd", "/",
                        "a//b", "a/", ".hidden", "a/.hidden", "~root", "~/x", "a*", "%", "tab\tname",
-                       "del\x7f", "bad\xff" "utf8"};
+                       "del\x7f", ("bad\xff" "utf8")};
   for (const char* b : bad) {
     INFO(b);
     CHECK_FALSE(check_mailbox_name(b));
