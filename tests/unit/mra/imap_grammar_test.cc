@@ -74,7 +74,11 @@ TEST_CASE("every FETCH item of tricky messages conforms to the grammar", "[imap]
       "Content-Type: multipart/digest; boundary=d\n\n--d\n\nSubject: one\nFrom: <>\nCc: undisclosed-recipients:;\n\nbody\n"
       "--d\nContent-Type: message/rfc822\n\n--d--\n",
       // Broken: no boundary, binary junk, NUL, bare CR, 8-bit everywhere.
-      std::string("Content-Type: multipart/alternative\nSubject: \xff\xfe junk\r\nFrom: broken <<a@@b>>\n\n\0\x01\r\xff\n", 86),
+      [] {
+        static const char kBroken[] =
+            "Content-Type: multipart/alternative\nSubject: \xff\xfe junk\r\nFrom: broken <<a@@b>>\n\n\0\x01\r\xff\n";
+        return std::string(kBroken, sizeof(kBroken) - 1);
+      }(),
       // No header at all, and a header with no body.
       "\njust a body\n",
       "Subject: only a header",

@@ -7,8 +7,10 @@ using namespace tern::mra::imap;
 namespace {
 
 // Frames `wire` (one command, literals and all) with the real reader, then parses it.
+// The reader is kept until the next call: APPEND's message is a view into its text.
 ParseResult parse(const std::string& wire) {
-  ImapReader r;
+  static ImapReader r;
+  r.clear();
   r.feed(wire);
   for (;;) {
     ImapReader::Status s = r.next();
