@@ -692,3 +692,39 @@ TEST_CASE("byte-at-a-time input gives the same conversation", "[imap][session]")
   CHECK(count(out_bulk, "+ Ready for literal data\r\n") == 2);
   CHECK(contains(out_bulk, "a9 OK IDLE completed.\r\nb1 OK NOOP completed.\r\n"));
 }
+
+TEST_CASE("CONDSTORE: HIGHESTMODSEQ, CHANGEDSINCE and MODSEQ in updates", "[imap][session][condstore]") {
+  MemoryStore store;
+  store.deliver("INBOX", kMsg1);
+  store.deliver("INBOX", kMsg2);
+  store.deliver("INBOX", kMsg3);
+  ImapSession sa(test_config(), store, "bob"), sb(test_config(), store, "bob");
+  Client a{sa}, b{sb};
+  uint64_t highest = store.box("INBOX").modseq;
+  std::string sel = a.send("a1 SELECT INBOX (CONDSTORE)\r\n");
+  CHECK(contains(sel, "* OK [HIGHESTMODSEQ " + std::to_string(highest) + "] Highest\r\n"));
+  b.send("b1 SELECT INBOX\r\n");
+  b.send("b2 STORE 2 +FLAGS (\\Answered)\r\n");
+  uint64_t ms2 = store.box("INBOX").msgs[1].modseq;
+  // Another session's change arrives with its MODSEQ once CONDSTORE is on.
+  CHECK(a.send("a2 NOOP\r\n") == "* 2 FETCH (UID 2 FLAGS (\\Answered \\Recent) MODSEQ (" + std::to_string(ms2) +
+                                      "))\r\na2 OK NOOP completed.\r\n");
+  CHECK(a.send("a3 UID FETCH 1:* (FLAGS) (CHANGEDSINCE " + std::to_string(highest) + ")\r\n") ==
+        "* 2 FETCH (UID 2 FLAGS (\\Answered \\Recent) MODSEQ (" + std::to_string(ms2) + "))\r\na3 OK FETCH completed.\r\n");
+  CHECK(a.send("a4 STATUS INBOX (HIGHESTMODSEQ)\r\n") ==
+        "* STATUS INBOX (HIGHESTMODSEQ " + std::to_string(ms2) + ")\r\na4 OK STATUS completed.\r\n");
+  CHECK(a.send("a5 SEARCH MODSEQ " + std::to_string(ms2) + "\r\n") ==
+        "* SEARCH 2 (MODSEQ " + std::to_string(ms2) + ")\r\na5 OK SEARCH completed.\r\n");
+  // Without CONDSTORE, updates carry no MODSEQ.
+  CHECK(b.send("b3 NOOP\r\n") == "b3 OK NOOP completed.\r\n");
+  a.send("a6 STORE 1 +FLAGS.SILENT (\\Seen)\r\n");
+  CHECK(b.send("b4 NOOP\r\n") == "* 1 FETCH (UID 1 FLAGS (\\Seen))\r\nb4 OK NOOP completed.\r\n");
+}
+
+TEST_CASE("RENAME INBOX moves its messages and keeps INBOX", "[imap][session]") {
+  Fixture f;
+  CHECK(f.c.send("a RENAME INBOX Old\r\n") == "a OK RENAME completed.\r\n");
+  CHECK(f.store.box("INBOX").msgs.empty());
+  CHECK(f.store.box("Old").msgs.size() == 3);
+  CHECK(f.c.send("b RENAME Old INBOX\r\n") == "b NO [ALREADYEXISTS] Mailbox already exists\r\n");
+}
