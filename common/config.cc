@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -14,6 +15,11 @@ namespace tern::common {
 namespace {
 
 constexpr int kMaxExpansionDepth = 20;  // deeper is a reference loop
+// A value that names another key several times, at every level, grows exponentially
+// ("a = $b$b$b", "b = $c$c$c", ...): bound the work and the result, so that such a
+// file is an error rather than a hang or an out-of-memory kill.
+constexpr size_t kMaxExpandedBytes = 1 << 20;
+constexpr size_t kMaxExpansionRefs = 10000;
 constexpr size_t kMaxConfigBytes = 4 << 20;  // a config file is small; refuse junk
 
 bool valid_key_name(std::string_view k) {
@@ -35,6 +41,20 @@ std::string system_hostname() {
 }
 
 }  // namespace
+
+struct Config::ExpandBudget {
+  std::string_view top_key;          // the key whose value is being expanded
+  std::vector<std::string_view> chain;  // keys being expanded, outermost first
+  std::string first_set_origin;      // origin of the first key met that the file sets
+  size_t bytes = kMaxExpandedBytes;
+  size_t refs = kMaxExpansionRefs;
+  // Where an error about the whole expansion belongs: the top key's line, or when
+  // the top key is a default, the line of the first key it reached that is set.
+  std::string where(const Config& c) const {
+    std::string o = c.origin(top_key);
+    return o == "default" && !first_set_origin.empty() ? first_set_origin : o;
+  }
+};
 
 std::string unknown_key_message(std::string_view key) {
   std::string msg = "unknown parameter '" + std::string(key) + "'";
@@ -141,22 +161,32 @@ const KeyDef& Config::def_or_panic(std::string_view key) const {
   return *d;
 }
 
-std::string Config::computed_default(const KeyDef& def) const {
+// A default computed by code from the system or from other keys. It is already a
+// final value (not expanded again). Lookups of other keys go through the same
+// expansion, so "myhostname = $mydomain" is a loop error, not endless recursion.
+Result<std::string> Config::computed_default(const KeyDef& def, int depth, ExpandBudget& budget) const {
   std::string_view name = def.name;
   if (name == "myhostname") return system_hostname();
   if (name == "mydomain") {
-    std::string h = str("myhostname");
-    size_t dot = h.find('.');
-    return dot == std::string::npos ? "localdomain" : h.substr(dot + 1);
+    Result<std::string> h = expand("myhostname", depth + 1, budget);
+    if (!h) return h;
+    size_t dot = h->find('.');
+    return dot == std::string::npos ? std::string("localdomain") : h->substr(dot + 1);
   }
-  return "";
+  return std::string();
 }
 
 std::string Config::raw(std::string_view key) const {
   const KeyDef& def = def_or_panic(key);
   auto it = values_.find(key);
   if (it != values_.end()) return it->second.value;
-  if (std::string_view(def.default_value) == "@computed") return computed_default(def);
+  if (std::string_view(def.default_value) == "@computed") {
+    ExpandBudget budget;
+    budget.top_key = def.name;
+    budget.chain.push_back(def.name);
+    Result<std::string> v = computed_default(def, 0, budget);
+    return v ? std::move(v).value() : std::string();  // validate() reports the error
+  }
   return def.default_value;
 }
 
@@ -167,15 +197,51 @@ std::string Config::origin(std::string_view key) const {
   return it == values_.end() ? "default" : it->second.origin;
 }
 
-Result<std::string> Config::expand(std::string_view key, int depth) const {
-  if (depth > kMaxExpansionDepth) {
-    return make_error(ErrorKind::kConfig, origin(key) + ": parameter '" + std::string(key) +
-                                              "': $name expansion loops");
-  }
-  return expand_text(raw(key), key, depth);
+
+Result<std::string> Config::expand(std::string_view key) const {
+  ExpandBudget budget;
+  budget.top_key = key;
+  return expand(key, 0, budget);
 }
 
-Result<std::string> Config::expand_text(std::string_view text, std::string_view where_key, int depth) const {
+Result<std::string> Config::expand(std::string_view key, int depth, ExpandBudget& budget) const {
+  auto seen = std::find(budget.chain.begin(), budget.chain.end(), key);
+  if (seen != budget.chain.end()) {
+    // A reference loop: name the loop, at the line of a key in it that is set (the
+    // built-in defaults never loop on their own).
+    std::string cycle;
+    std::string_view blame;
+    for (auto it = seen; it != budget.chain.end(); ++it) {
+      cycle += std::string(*it) + " -> ";
+      if (blame.empty() && is_set(*it)) blame = *it;
+    }
+    cycle += std::string(key);
+    if (blame.empty()) blame = key;
+    return make_error(ErrorKind::kConfig, origin(blame) + ": parameter '" + std::string(blame) +
+                                              "': $name expansion loops: " + cycle);
+  }
+  if (depth > kMaxExpansionDepth) {
+    return make_error(ErrorKind::kConfig, budget.where(*this) + ": parameter '" + std::string(budget.top_key) +
+                                              "': $name expansion nested too deeply");
+  }
+  if (budget.first_set_origin.empty() && is_set(key)) budget.first_set_origin = origin(key);
+  budget.chain.push_back(key);
+  const KeyDef& def = def_or_panic(key);
+  Result<std::string> r = !is_set(key) && std::string_view(def.default_value) == "@computed"
+                              ? computed_default(def, depth, budget)
+                              : expand_text(raw(key), key, depth, budget);
+  budget.chain.pop_back();
+  return r;
+}
+
+Result<std::string> Config::expand_text(std::string_view text, std::string_view where_key, int depth,
+                                        ExpandBudget& budget) const {
+  auto too_large = [&]() -> Error {
+    return make_error(ErrorKind::kConfig, budget.where(*this) + ": parameter '" + std::string(budget.top_key) +
+                                              "': $name expansion is too large (more than " +
+                                              std::to_string(kMaxExpandedBytes) + " bytes or " +
+                                              std::to_string(kMaxExpansionRefs) + " references)");
+  };
   std::string out;
   for (size_t i = 0; i < text.size(); ++i) {
     char c = text[i];
@@ -197,7 +263,20 @@ Result<std::string> Config::expand_text(std::string_view text, std::string_view 
     char op = 0;
     if (n == '{' || n == '(') {
       char close = n == '{' ? '}' : ')';
-      size_t end = text.find(close, i + 2);
+      // The matching bracket: ${name?${other}} nests.
+      size_t end = std::string_view::npos;
+      int nest = 0;
+      for (size_t k = i + 2; k < text.size(); ++k) {
+        if (text[k] == n) {
+          ++nest;
+        } else if (text[k] == close) {
+          if (nest == 0) {
+            end = k;
+            break;
+          }
+          --nest;
+        }
+      }
       if (end == std::string_view::npos) {
         return make_error(ErrorKind::kConfig, origin(where_key) + ": parameter '" + std::string(where_key) +
                                                   "': unterminated " + std::string(1, n));
@@ -225,24 +304,28 @@ Result<std::string> Config::expand_text(std::string_view text, std::string_view 
       return make_error(ErrorKind::kConfig, origin(where_key) + ": parameter '" + std::string(where_key) +
                                                 "': $" + name + ": " + unknown_key_message(name));
     }
-    Result<std::string> v = expand(name, depth + 1);
+    if (budget.refs == 0) return too_large();
+    --budget.refs;
+    Result<std::string> v = expand(name, depth + 1, budget);
     if (!v) return v;
-    if (op == '?') {
-      if (!v->empty()) {
-        Result<std::string> a = expand_text(alt, where_key, depth + 1);
+    const std::string* piece = nullptr;
+    Result<std::string> a = std::string();
+    if (op == '?' || op == ':') {
+      if (v->empty() == (op == ':')) {
+        a = expand_text(alt, where_key, depth + 1, budget);
         if (!a) return a;
-        out += *a;
-      }
-    } else if (op == ':') {
-      if (v->empty()) {
-        Result<std::string> a = expand_text(alt, where_key, depth + 1);
-        if (!a) return a;
-        out += *a;
+        piece = &*a;
       }
     } else {
-      out += *v;
+      piece = &*v;
+    }
+    if (piece) {
+      if (piece->size() > budget.bytes) return too_large();
+      budget.bytes -= piece->size();
+      out += *piece;
     }
   }
+  if (out.size() > kMaxExpandedBytes) return too_large();
   return out;
 }
 
@@ -342,16 +425,46 @@ Status Config::check_value(const KeyDef& def, const std::string& value, const st
 }
 
 Status Config::validate() const {
+  // Report the first bad line of the file first: keys set in the file in line order,
+  // then those set by set(), then the defaults (which can fail only through a key
+  // they reference).
+  struct Item {
+    const KeyDef* def;
+    int group;     // 0 file, 1 set(), 2 default
+    long line;
+  };
+  std::vector<Item> items;
   for (const KeyDef& def : known_keys()) {
-    Result<std::string> v = expand(def.name, 0);
+    Item it{&def, 2, 0};
+    auto v = values_.find(std::string_view(def.name));
+    if (v != values_.end()) {
+      const std::string& o = v->second.origin;
+      size_t colon = o.rfind(':');
+      std::optional<uint64_t> n = colon == std::string::npos ? std::nullopt : parse_u64(o.substr(colon + 1));
+      if (!path_.empty() && o.compare(0, path_.size(), path_) == 0 && n) {
+        it.group = 0;
+        it.line = static_cast<long>(*n);
+      } else {
+        it.group = 1;
+      }
+    }
+    items.push_back(it);
+  }
+  std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
+    return a.group != b.group ? a.group < b.group : a.line < b.line;
+  });
+  for (const Item& it : items) {
+    ExpandBudget budget;
+    budget.top_key = it.def->name;
+    Result<std::string> v = expand(it.def->name, 0, budget);
     if (!v) return v.take_error();
-    if (Status s = check_value(def, *v, origin(def.name)); !s) return s;
+    if (Status s = check_value(*it.def, *v, budget.where(*this)); !s) return s;
   }
   return {};
 }
 
 std::string Config::str(std::string_view key) const {
-  Result<std::string> v = expand(key, 0);
+  Result<std::string> v = expand(key);
   if (!v) log::panic("config: %s", v.error().message.c_str());
   std::string s = std::move(v).value();
   // Dovecot writes file values as "<path".
