@@ -186,7 +186,13 @@ struct Section {
 
 struct FetchAtt {
   enum class Kind {
-    kEnvelope, kFlags, kInternalDate, kRfc822, kRfc822Header, kRfc822Size, kRfc822Text,
+    kEnvelope,       // ENVELOPE
+    kFlags,          // FLAGS
+    kInternalDate,   // INTERNALDATE
+    kRfc822,         // RFC822: BODY[], sets \Seen
+    kRfc822Header,   // RFC822.HEADER: BODY.PEEK[HEADER]
+    kRfc822Size,     // RFC822.SIZE
+    kRfc822Text,     // RFC822.TEXT: BODY[TEXT], sets \Seen
     kBody,           // BODY (non-extensible BODYSTRUCTURE)
     kBodyStructure,  // BODYSTRUCTURE
     kUid,
@@ -210,7 +216,11 @@ struct FetchArgs {
 
 struct StoreArgs {
   SequenceSet set;
-  enum class Mode { kReplace, kAdd, kRemove } mode = Mode::kReplace;
+  enum class Mode {
+    kReplace,  // FLAGS
+    kAdd,      // +FLAGS
+    kRemove,   // -FLAGS
+  } mode = Mode::kReplace;
   bool silent = false;
   std::vector<std::string> flags;
   std::optional<uint64_t> unchanged_since;  // CONDSTORE
