@@ -695,7 +695,9 @@ ImapSession::Step ImapSession::cmd_select(Command& c) {
   }
   out += "* OK [UIDVALIDITY " + std::to_string(mailbox_->uid_validity()) + "] UIDs valid\r\n";
   out += "* OK [UIDNEXT " + std::to_string(mailbox_->uid_next()) + "] Predicted next UID\r\n";
-  if (condstore_) out += "* OK [HIGHESTMODSEQ " + std::to_string(mailbox_->highest_modseq()) + "] Highest\r\n";
+  // RFC 7162 3.1.2.1: sent with every SELECT/EXAMINE of a mailbox with persistent
+  // mod-sequences, CONDSTORE enabled or not (clients that do not know it ignore it).
+  out += "* OK [HIGHESTMODSEQ " + std::to_string(mailbox_->highest_modseq()) + "] Highest\r\n";
   if (rev2_) {
     out += "* LIST () ";
     append_string(out, std::string(1, config_.separator));

@@ -274,6 +274,7 @@ TEST_CASE("SELECT, EXAMINE and the mailbox view", "[imap][session]") {
         "* OK [UNSEEN 1] First unseen.\r\n"
         "* OK [UIDVALIDITY 1700000000] UIDs valid\r\n"
         "* OK [UIDNEXT 4] Predicted next UID\r\n"
+        "* OK [HIGHESTMODSEQ " + std::to_string(f.store.box("INBOX").modseq) + "] Highest\r\n"
         "s OK [READ-WRITE] SELECT completed.\r\n");
   CHECK(f.session.state() == ImapSession::State::kSelected);
   // A second SELECT closes the first (RFC 9051 [CLOSED]); EXAMINE is read-only.
