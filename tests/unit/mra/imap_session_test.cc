@@ -729,3 +729,21 @@ TEST_CASE("RENAME INBOX moves its messages and keeps INBOX", "[imap][session]") 
   CHECK(f.store.box("Old").msgs.size() == 3);
   CHECK(f.c.send("b RENAME Old INBOX\r\n") == "b NO [ALREADYEXISTS] Mailbox already exists\r\n");
 }
+
+TEST_CASE("a client that disconnects in the middle of APPEND appends nothing", "[imap][session][append]") {
+  MemoryStore store;
+  {
+    ImapSession s(test_config(), store, "bob");
+    Client c{s};
+    CHECK(c.send("a APPEND INBOX {100}\r\n") == "+ Ready for literal data\r\n");
+    CHECK(c.send(std::string(60, 'x')).empty());
+    CHECK(c.last == Action::kNeedInput);
+  }  // the connection is gone: the session is destroyed with the literal half read
+  CHECK(store.box("INBOX").msgs.empty());
+  {
+    ImapSession s(test_config(), store, "bob");
+    Client c{s};
+    CHECK(c.send("b APPEND INBOX {5+}\r\nab").empty());
+  }
+  CHECK(store.box("INBOX").msgs.empty());
+}
