@@ -1,1 +1,2 @@
 # Unit-test binaries of the daemon folders: tern_unit_tests(<folder> <libraries>...)
+tern_unit_tests(mta tern-mta-lib)
