@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -14,6 +15,11 @@ namespace tern::common {
 namespace {
 
 constexpr int kMaxExpansionDepth = 20;  // deeper is a reference loop
+// A value that names another key several times, at every level, grows exponentially
+// ("a = $b$b$b", "b = $c$c$c", ...): bound the work and the result, so that such a
+// file is an error rather than a hang or an out-of-memory kill.
+constexpr size_t kMaxExpandedBytes = 1 << 20;
+constexpr size_t kMaxExpansionRefs = 100000;
 constexpr size_t kMaxConfigBytes = 4 << 20;  // a config file is small; refuse junk
 
 bool valid_key_name(std::string_view k) {
@@ -167,15 +173,34 @@ std::string Config::origin(std::string_view key) const {
   return it == values_.end() ? "default" : it->second.origin;
 }
 
-Result<std::string> Config::expand(std::string_view key, int depth) const {
+struct Config::ExpandBudget {
+  std::string_view top_key;  // the key whose value is being expanded
+  size_t bytes = kMaxExpandedBytes;
+  size_t refs = kMaxExpansionRefs;
+};
+
+Result<std::string> Config::expand(std::string_view key) const {
+  ExpandBudget budget;
+  budget.top_key = key;
+  return expand(key, 0, budget);
+}
+
+Result<std::string> Config::expand(std::string_view key, int depth, ExpandBudget& budget) const {
   if (depth > kMaxExpansionDepth) {
     return make_error(ErrorKind::kConfig, origin(key) + ": parameter '" + std::string(key) +
                                               "': $name expansion loops");
   }
-  return expand_text(raw(key), key, depth);
+  return expand_text(raw(key), key, depth, budget);
 }
 
-Result<std::string> Config::expand_text(std::string_view text, std::string_view where_key, int depth) const {
+Result<std::string> Config::expand_text(std::string_view text, std::string_view where_key, int depth,
+                                        ExpandBudget& budget) const {
+  auto too_large = [&]() -> Error {
+    return make_error(ErrorKind::kConfig, origin(budget.top_key) + ": parameter '" + std::string(budget.top_key) +
+                                              "': $name expansion is too large (more than " +
+                                              std::to_string(kMaxExpandedBytes) + " bytes or " +
+                                              std::to_string(kMaxExpansionRefs) + " references)");
+  };
   std::string out;
   for (size_t i = 0; i < text.size(); ++i) {
     char c = text[i];
@@ -197,7 +222,20 @@ Result<std::string> Config::expand_text(std::string_view text, std::string_view 
     char op = 0;
     if (n == '{' || n == '(') {
       char close = n == '{' ? '}' : ')';
-      size_t end = text.find(close, i + 2);
+      // The matching bracket: ${name?${other}} nests.
+      size_t end = std::string_view::npos;
+      int nest = 0;
+      for (size_t k = i + 2; k < text.size(); ++k) {
+        if (text[k] == n) {
+          ++nest;
+        } else if (text[k] == close) {
+          if (nest == 0) {
+            end = k;
+            break;
+          }
+          --nest;
+        }
+      }
       if (end == std::string_view::npos) {
         return make_error(ErrorKind::kConfig, origin(where_key) + ": parameter '" + std::string(where_key) +
                                                   "': unterminated " + std::string(1, n));
@@ -225,24 +263,28 @@ Result<std::string> Config::expand_text(std::string_view text, std::string_view 
       return make_error(ErrorKind::kConfig, origin(where_key) + ": parameter '" + std::string(where_key) +
                                                 "': $" + name + ": " + unknown_key_message(name));
     }
-    Result<std::string> v = expand(name, depth + 1);
+    if (budget.refs == 0) return too_large();
+    --budget.refs;
+    Result<std::string> v = expand(name, depth + 1, budget);
     if (!v) return v;
-    if (op == '?') {
-      if (!v->empty()) {
-        Result<std::string> a = expand_text(alt, where_key, depth + 1);
+    const std::string* piece = nullptr;
+    Result<std::string> a = std::string();
+    if (op == '?' || op == ':') {
+      if (v->empty() == (op == ':')) {
+        a = expand_text(alt, where_key, depth + 1, budget);
         if (!a) return a;
-        out += *a;
-      }
-    } else if (op == ':') {
-      if (v->empty()) {
-        Result<std::string> a = expand_text(alt, where_key, depth + 1);
-        if (!a) return a;
-        out += *a;
+        piece = &*a;
       }
     } else {
-      out += *v;
+      piece = &*v;
+    }
+    if (piece) {
+      if (piece->size() > budget.bytes) return too_large();
+      budget.bytes -= piece->size();
+      out += *piece;
     }
   }
+  if (out.size() > kMaxExpandedBytes) return too_large();
   return out;
 }
 
@@ -342,16 +384,44 @@ Status Config::check_value(const KeyDef& def, const std::string& value, const st
 }
 
 Status Config::validate() const {
+  // Report the first bad line of the file first: keys set in the file in line order,
+  // then those set by set(), then the defaults (which can fail only through a key
+  // they reference).
+  struct Item {
+    const KeyDef* def;
+    int group;     // 0 file, 1 set(), 2 default
+    long line;
+  };
+  std::vector<Item> items;
   for (const KeyDef& def : known_keys()) {
-    Result<std::string> v = expand(def.name, 0);
+    Item it{&def, 2, 0};
+    auto v = values_.find(std::string_view(def.name));
+    if (v != values_.end()) {
+      const std::string& o = v->second.origin;
+      size_t colon = o.rfind(':');
+      std::optional<uint64_t> n = colon == std::string::npos ? std::nullopt : parse_u64(o.substr(colon + 1));
+      if (!path_.empty() && o.compare(0, path_.size(), path_) == 0 && n) {
+        it.group = 0;
+        it.line = static_cast<long>(*n);
+      } else {
+        it.group = 1;
+      }
+    }
+    items.push_back(it);
+  }
+  std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
+    return a.group != b.group ? a.group < b.group : a.line < b.line;
+  });
+  for (const Item& it : items) {
+    Result<std::string> v = expand(it.def->name);
     if (!v) return v.take_error();
-    if (Status s = check_value(def, *v, origin(def.name)); !s) return s;
+    if (Status s = check_value(*it.def, *v, origin(it.def->name)); !s) return s;
   }
   return {};
 }
 
 std::string Config::str(std::string_view key) const {
-  Result<std::string> v = expand(key, 0);
+  Result<std::string> v = expand(key);
   if (!v) log::panic("config: %s", v.error().message.c_str());
   std::string s = std::move(v).value();
   // Dovecot writes file values as "<path".

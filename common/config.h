@@ -74,8 +74,11 @@ class Config {
     std::string value;
     std::string origin;  // "file:line" or "override"
   };
-  Result<std::string> expand(std::string_view key, int depth) const;
-  Result<std::string> expand_text(std::string_view text, std::string_view where, int depth) const;
+  struct ExpandBudget;
+  Result<std::string> expand(std::string_view key) const;
+  Result<std::string> expand(std::string_view key, int depth, ExpandBudget& budget) const;
+  Result<std::string> expand_text(std::string_view text, std::string_view where, int depth,
+                                  ExpandBudget& budget) const;
   Status check_value(const KeyDef& def, const std::string& value, const std::string& where) const;
   std::string computed_default(const KeyDef& def) const;
   const KeyDef& def_or_panic(std::string_view key) const;

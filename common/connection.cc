@@ -241,6 +241,7 @@ void Connection::queue_net(std::string_view bytes) {
       }
       out_off_ += static_cast<size_t>(n);
       bytes_out_ += static_cast<uint64_t>(n);
+      touch();
     }
     if (out_off_ == out_.size()) {
       out_.clear();

@@ -94,12 +94,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
     uint64_t close_flush_ms = 10000;  // how long close() waits for output to drain
     size_t read_chunk = 64 << 10;     // bytes per read() call
   };
+  // Each may be left empty; the initializers let callers name only the ones they
+  // need ({.on_data = ..., .on_close = ...}) under -Wextra.
   struct Callbacks {
-    std::function<void(std::string_view data)> on_data;
-    std::function<void(CloseReason reason, const std::string& detail)> on_close;
-    std::function<void()> on_drain;      // unsent output fell below low_water
-    std::function<void()> on_tls_ready;  // the TLS handshake completed
-    std::function<void(TimeoutKind)> on_timeout;  // default: abort
+    std::function<void(std::string_view data)> on_data = nullptr;
+    std::function<void(CloseReason reason, const std::string& detail)> on_close = nullptr;
+    std::function<void()> on_drain = nullptr;      // unsent output fell below low_water
+    std::function<void()> on_tls_ready = nullptr;  // the TLS handshake completed
+    std::function<void(TimeoutKind)> on_timeout = nullptr;  // default: end with kIdleTimeout/kAbsoluteTimeout
   };
 
   // Takes a connected, non-blocking-or-not socket.
@@ -123,6 +125,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Flow control requested by the protocol layer (independent of back-pressure).
   void pause_reading();
   void resume_reading();
+  // True while the connection reads: open, started, and paused neither by
+  // pause_reading() nor by back-pressure.
+  bool reading() const { return state_ == State::kOpen && started_ && !user_paused_ && !bp_paused_; }
   size_t pending_output() const { return out_.size() - out_off_ + pending_plain_.size(); }
 
   void set_idle_timeout(uint64_t ms);

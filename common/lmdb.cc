@@ -2,6 +2,8 @@
 
 #include <sys/stat.h>
 
+#include <cerrno>
+
 #include <utility>
 
 namespace tern::common::lmdb {
@@ -13,13 +15,13 @@ std::string_view view(const MDB_val& v) { return std::string_view(static_cast<co
 }  // namespace
 
 Error mdb_error(const std::string& what, int rc) {
+  // LMDB returns its own codes (negative) or an errno from the system call that failed.
+  if (rc > 0) return errno_error(what, rc);
   ErrorKind kind = ErrorKind::kTemp;
   switch (rc) {
     case MDB_NOTFOUND: kind = ErrorKind::kNotFound; break;
     case MDB_MAP_FULL: kind = ErrorKind::kMapFull; break;
     case MDB_KEYEXIST: kind = ErrorKind::kExists; break;
-    case EACCES: kind = ErrorKind::kDenied; break;
-    case ENOSPC: kind = ErrorKind::kTemp; break;
     default: break;
   }
   return Error{kind, what + ": " + mdb_strerror(rc)};
@@ -150,7 +152,11 @@ Cursor::Entry Cursor::first() { return op(MDB_FIRST); }
 Cursor::Entry Cursor::next() { return op(MDB_NEXT); }
 Cursor::Entry Cursor::last() { return op(MDB_LAST); }
 Cursor::Entry Cursor::prev() { return op(MDB_PREV); }
-Cursor::Entry Cursor::seek(std::string_view key) { return op(MDB_SET_RANGE, key); }
+Cursor::Entry Cursor::seek(std::string_view key) {
+  // LMDB refuses an empty key (MDB_BAD_VALSIZE); every key is >= "".
+  if (key.empty()) return first();
+  return op(MDB_SET_RANGE, key);
+}
 
 Status Cursor::del() {
   int rc = mdb_cursor_del(c_, 0);

@@ -45,8 +45,9 @@ Result<UniqueFd> bind_inet(const std::string& address, uint16_t port, int backlo
   ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (v6) ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
   if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) < 0) {
-    Error e = errno_error("bind " + where, errno);
-    if (errno == EADDRINUSE) e.kind = ErrorKind::kInUse;
+    const int err = errno;  // building the message may change errno
+    Error e = errno_error("bind " + where, err);
+    if (err == EADDRINUSE) e.kind = ErrorKind::kInUse;
     return e;
   }
   if (::listen(fd.get(), backlog) < 0) return errno_error("listen " + where, errno);

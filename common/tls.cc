@@ -136,7 +136,14 @@ class Filter : public net::StreamFilter {
     if (rc == 1) return {};
     int err = SSL_get_error(ssl_.get(), rc);
     if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) return {};
-    return make_error(ErrorKind::kProtocol, "TLS handshake failed: " + ssl_error_text());
+    std::string why = ssl_error_text();
+    // A client that rejected the server's certificate: the verify result says why
+    // ("self signed certificate", "Hostname mismatch"), the error queue only that it did.
+    long vr = SSL_get_verify_result(ssl_.get());
+    if (!server_ && vr != X509_V_OK) {
+      why = std::string("certificate verification failed: ") + X509_verify_cert_error_string(vr) + " (" + why + ")";
+    }
+    return make_error(ErrorKind::kProtocol, "TLS handshake failed: " + why);
   }
 
   void drain(std::string& net_out) {
