@@ -70,6 +70,10 @@ Status make_parents(const std::string& path) {
 
 Outcome deliver_maildir(const Settings& s, const MailUser& user, const Location& loc, const Envelope& env,
                         const MessageSpool& body, maildir::DirSyncer* syncer) {
+  // A virtual user's home is made on first delivery, as Dovecot does.
+  if (!user.home.empty() && !is_dir(user.home)) {
+    if (Status p = make_parents(user.home + "/"); !p) return failure_for(p.error(), s, "INBOX");
+  }
   if (!user.home.empty()) {
     // A Maildir path that leaves the home through a symlink is refused (the home
     // owner could otherwise point us at another user's mail).
@@ -126,7 +130,7 @@ Outcome deliver_maildir(const Settings& s, const MailUser& user, const Location&
     // The message is safely on disk; the next sync gives it its UID.
     o.log = "saved mail to " + mailbox + " (index update failed, the next sync adds it: " + uid.error().message + ")";
   }
-  o.reply = Reply(250, "2.0.0", (env.recipient.empty() ? std::string("") : env.recipient + " ") + "Saved");
+  o.reply = Reply(250, "2.0.0", (env.recipient.empty() ? std::string("") : "<" + env.recipient + "> ") + "Saved");
   return o;
 }
 
@@ -145,6 +149,10 @@ Outcome deliver_mbox(const Settings& s, const MailUser& user, const Location& lo
     }
   }
   if (!user.home.empty() && path.rfind(user.home + "/", 0) == 0) {
+    if (!is_dir(user.home)) {
+      if (Status p = make_parents(user.home + "/"); !p) return failure_for(p.error(), s, "INBOX");
+    }
+    if (Status p = make_parents(path); !p) return failure_for(p.error(), s, "INBOX");
     if (Status c = maildir::check_within(user.home, path); !c) return temp_failure(c.error().message);
   }
   const std::string headers = header_block(env);
@@ -166,7 +174,7 @@ Outcome deliver_mbox(const Settings& s, const MailUser& user, const Location& lo
   Outcome o;
   o.mailbox = mailbox;
   o.log = "saved mail to " + mailbox + " (mbox " + path + ")";
-  o.reply = Reply(250, "2.0.0", (env.recipient.empty() ? std::string("") : env.recipient + " ") + "Saved");
+  o.reply = Reply(250, "2.0.0", (env.recipient.empty() ? std::string("") : "<" + env.recipient + "> ") + "Saved");
   return o;
 }
 

@@ -346,7 +346,7 @@ void LmtpSession::end_of_message() {
     DeliveryJob j;
     j.user = r.user;
     j.envelope.sender = sender_;
-    j.envelope.recipient = "<" + r.address + ">";
+    j.envelope.recipient = r.address;
     j.envelope.folder = r.detail;
     j.envelope.received = received_header(r);
     j.envelope.arrival = now;
