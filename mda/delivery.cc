@@ -42,7 +42,7 @@ Outcome failure_for(const Error& e, const Settings& s, const std::string& where)
 
 std::string header_block(const Envelope& env) {
   std::string h;
-  h += "Return-Path: <" + env.sender + ">\n";
+  if (env.return_path) h += "Return-Path: <" + env.sender + ">\n";
   if (!env.recipient.empty()) h += "Delivered-To: " + env.recipient + "\n";
   h += env.received;
   return h;
@@ -138,6 +138,13 @@ Outcome deliver_mbox(const Settings& s, const MailUser& user, const Location& lo
                      const MessageSpool& body) {
   std::string mailbox = "INBOX";
   std::string path = loc.inbox;
+  if (!user.home.empty() && !is_dir(user.home)) {
+    if (Status p = make_parents(user.home + "/"); !p) return failure_for(p.error(), s, "INBOX");
+  }
+  if (!user.home.empty() && loc.root.rfind(user.home + "/", 0) == 0 && !is_dir(loc.root)) {
+    if (Status c = maildir::check_within(user.home, loc.root); !c) return temp_failure(c.error().message);
+    if (Status p = make_parents(loc.root + "/"); !p) return failure_for(p.error(), s, "INBOX");
+  }
   if (!env.folder.empty() && !loc.root.empty()) {
     Result<std::string> fp = maildir::folder_path(loc.root, env.folder);  // validates the name
     if (fp) {

@@ -61,6 +61,7 @@ struct Settings {
 // The envelope of one delivery.
 struct Envelope {
   std::string sender;       // reverse-path address; "" for <>
+  bool return_path = true;  // add Return-Path: (false when the sender is not known)
   std::string recipient;    // the address as given in RCPT TO (Delivered-To); "" for none
   std::string folder;       // folder asked for (the +detail, or tern-deliver -m); "" for INBOX
   std::string received;     // a complete "Received: ...\n" header to prepend; may be ""
