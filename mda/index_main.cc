@@ -2,11 +2,14 @@
 // force-resync and doveadm fetch 'uid flags')
 //
 //   tern-index [-c config] [-o key=value] (-d user | -p maildir) sync|list|status [mailbox]
+//   tern-index ... flags UID [+|-]LETTERS [mailbox]
 //
 // sync    reconciles the index with the Maildir (files added, removed or renamed by
 //         other programs) and prints "added=N expunged=N changed=N"
 // list    prints one line per message: "uid<TAB>flags<TAB>modseq<TAB>size<TAB>file"
 // status  prints "uidvalidity=N uidnext=N highestmodseq=N messages=N bytes=N"
+// flags   sets (LETTERS), adds (+LETTERS) or removes (-LETTERS) maildir flags of a
+//         message, as an IMAP STORE does through the index: renames the file
 //
 // PRIVILEGE Run as root, it switches to the owner of the maildir before opening
 //           anything in it, and refuses a maildir owned by root.
@@ -23,6 +26,7 @@
 #include "common/log.h"
 #include "common/mailbox_index.h"
 #include "common/privilege.h"
+#include "common/text.h"
 #include "mda/delivery.h"
 #include "mda/userdb.h"
 
@@ -31,7 +35,9 @@ using namespace tern;
 using namespace tern::common;
 
 int usage() {
-  std::fprintf(stderr, "usage: tern-index [-c config] [-o key=value] (-d user | -p maildir) sync|list|status [mailbox]\n");
+  std::fprintf(stderr,
+               "usage: tern-index [-c config] [-o key=value] (-d user | -p maildir) sync|list|status [mailbox]\n"
+               "       tern-index ... flags UID [+|-]LETTERS [mailbox]\n");
   return EX_USAGE;
 }
 }  // namespace
@@ -49,9 +55,18 @@ int main(int argc, char** argv) {
     else if (a == "-p") path = argv[++i];
     else pos.push_back(a);
   }
-  if (pos.empty() || pos.size() > 2 || user.empty() == path.empty()) return usage();
+  if (pos.empty() || user.empty() == path.empty()) return usage();
   cmd = pos[0];
-  if (pos.size() == 2) mailbox = pos[1];
+  std::string flag_uid, flag_arg;
+  if (cmd == "flags") {
+    if (pos.size() < 3 || pos.size() > 4) return usage();
+    flag_uid = pos[1];
+    flag_arg = pos[2];
+    if (pos.size() == 4) mailbox = pos[3];
+  } else {
+    if (pos.size() > 2) return usage();
+    if (pos.size() == 2) mailbox = pos[1];
+  }
   log::Options lo;
   lo.service = "tern-index";
   lo.sink = log::Sink::kStderr;
@@ -138,6 +153,23 @@ int main(int argc, char** argv) {
     std::printf("uidvalidity=%u uidnext=%u highestmodseq=%llu messages=%u bytes=%llu\n", r->uid_validity, r->uid_next,
                 static_cast<unsigned long long>(r->highest_modseq), r->messages,
                 static_cast<unsigned long long>(r->bytes));
+    return 0;
+  }
+  if (cmd == "flags") {
+    std::optional<uint64_t> uid = parse_u64(flag_uid);
+    if (!uid || *uid == 0 || *uid > UINT32_MAX) return usage();
+    index::FlagMode mode = index::FlagMode::kReplace;
+    std::string letters = flag_arg;
+    if (!letters.empty() && (letters[0] == '+' || letters[0] == '-')) {
+      mode = letters[0] == '+' ? index::FlagMode::kAdd : index::FlagMode::kRemove;
+      letters.erase(0, 1);
+    }
+    Result<index::MessageRecord> r = (*idx)->set_flags(mailbox, static_cast<uint32_t>(*uid), letters, mode);
+    if (!r) {
+      std::fprintf(stderr, "tern-index: flags %s: %s\n", flag_uid.c_str(), r.error().message.c_str());
+      return r.error().kind == ErrorKind::kNotFound ? EX_NOINPUT : EX_TEMPFAIL;
+    }
+    std::printf("%u\t%s\t%llu\n", r->uid, r->flags.c_str(), static_cast<unsigned long long>(r->modseq));
     return 0;
   }
   return usage();
