@@ -105,11 +105,15 @@ def test_sigterm_kills_a_daemon_that_ignores_it(tern_factory, tmp_path):
         if name != "tern-mda":
             os.symlink(os.path.join(BIN, name), bindir / name)
     stubborn = bindir / "tern-mda"
+    ready = tmp_path / "stubborn-ready"
     stubborn.write_text("#!/usr/bin/python3\nimport signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                        f"open({str(ready)!r}, 'w').close()\n"
                         "while True: time.sleep(1)\n")
     stubborn.chmod(0o755)
     os.chmod(tmp_path, 0o755)
+    os.chmod(tmp_path, 0o777)  # the stand-in writes its ready file as the mda user
     t = tern_factory(settings={"daemon_directory": str(bindir), "master_stop_timeout": "2s"})
+    wait_for(ready.exists, timeout=20, what="the stand-in daemon ignoring SIGTERM")
     pid = t.pid_of("mda")
     t0 = time.monotonic()
     t.proc.send_signal(signal.SIGTERM)
