@@ -72,8 +72,17 @@ class LmtpConnection : public LmtpSession::Host, public std::enable_shared_from_
       auto out = std::make_shared<Outcome>();
       const Settings* settings = &server_->settings_;
       common::maildir::DirSyncer* syncer = &server_->syncer_;
+      DeliveryHelper* helper = server_->helper_;
+      const uid_t me = ::geteuid();
       server_->loop_.queue_work(
-          [job, out, body, settings, syncer] { *out = mda::deliver(*settings, job->user, job->envelope, *body, syncer); },
+          [job, out, body, settings, syncer, helper, me] {
+            // A system user's mail is written by a process running as that user.
+            if (helper && job->user.has_uid && job->user.uid != me) {
+              *out = helper->deliver(*job, *body);
+            } else {
+              *out = mda::deliver(*settings, job->user, job->envelope, *body, syncer);
+            }
+          },
           [self, batch, out, i] {
             batch->outcomes[i] = std::move(*out);
             if (--batch->left == 0) batch->done(std::move(batch->outcomes));
@@ -93,9 +102,9 @@ class LmtpConnection : public LmtpSession::Host, public std::enable_shared_from_
 };
 
 LmtpServer::LmtpServer(common::ev::Loop& loop, Settings settings, LmtpSession::Options options, uint64_t idle_timeout_ms,
-                       Lookup lookup)
+                       Lookup lookup, DeliveryHelper* helper)
     : loop_(loop), settings_(std::move(settings)), options_(std::move(options)), idle_timeout_ms_(idle_timeout_ms),
-      lookup_(std::move(lookup)) {}
+      lookup_(std::move(lookup)), helper_(helper) {}
 
 LmtpServer::~LmtpServer() = default;
 

@@ -15,6 +15,7 @@
 #include "common/maildir.h"
 #include "common/sockets.h"
 #include "mda/delivery.h"
+#include "mda/delivery_helper.h"
 #include "mda/lmtp_session.h"
 
 namespace tern::mda {
@@ -24,8 +25,9 @@ class LmtpConnection;
 class LmtpServer {
  public:
   using Lookup = std::function<void(const std::string& user, LmtpSession::Host::LookupDone done)>;
+  // `helper` (may be null) delivers to users whose uid is not ours (delivery_helper.h).
   LmtpServer(common::ev::Loop& loop, Settings settings, LmtpSession::Options options, uint64_t idle_timeout_ms,
-             Lookup lookup);
+             Lookup lookup, DeliveryHelper* helper = nullptr);
   ~LmtpServer();
   // Serves a listening socket (the fd is duplicated).
   void listen(int fd, const std::string& name);
@@ -44,6 +46,7 @@ class LmtpServer {
   LmtpSession::Options options_;
   uint64_t idle_timeout_ms_;
   Lookup lookup_;
+  DeliveryHelper* helper_;
   std::vector<std::unique_ptr<common::net::Listener>> listeners_;
   std::set<std::shared_ptr<LmtpConnection>> conns_;
   common::maildir::DirSyncer syncer_;

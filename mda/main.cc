@@ -14,17 +14,23 @@
 //           paths: the path comes from the userdb entry (home, mail) and a Maildir
 //           whose path leaves the home through a symlink is refused. Userdb replies
 //           come from tern-authd over a socket only it serves.
-// PRIVILEGE Runs as mail_uid/mail_gid (tern-master starts it so; daemon_main drops to
-//           it and exits if it is still root). It writes only as itself: virtual
-//           users' mail belongs to mail_uid. A recipient whose userdb entry names
-//           another uid (a system user) gets a temporary failure (451 4.3.0, logged
-//           with the reason) rather than mail written under the wrong owner; system
-//           users are served by tern-deliver run as that user (Postfix's
-//           mailbox_command, as with dovecot-lda). Never writes as root.
+// PRIVILEGE Runs as mail_uid/mail_gid (daemon_main drops to it and exits if it is
+//           still root) and writes virtual users' mail as itself. System users'
+//           mail must be written as the user: when started as root (by tern-master),
+//           the pre_jail hook first forks the delivery helper (delivery_helper.h),
+//           which keeps root but never sees the network or LMTP: for each request it
+//           looks the user up in tern-authd itself, refuses uid 0 and uids outside
+//           first_valid_uid..last_valid_uid, and forks a child that drops to the
+//           user's uid/gid for good before touching any file. Without root (the
+//           development default) there is no helper, and a recipient whose uid is
+//           not ours gets 451 4.3.0 rather than mail written by the wrong owner.
+//           Nothing is ever written as root.
 // STANDARDS RFC 2033 (LMTP), RFC 5321 (4.1.1.4 DATA, 4.5.2 transparency), RFC 3030
 //           (CHUNKING, BINARYMIME), RFC 2920 (PIPELINING), RFC 6152 (8BITMIME),
 //           RFC 6531 (SMTPUTF8), RFC 2034 / RFC 3463 (enhanced status codes), RFC 1870
 //           (SIZE), the Maildir and Maildir++ conventions, mboxrd.
+#include <unistd.h>
+
 #include <memory>
 
 #include "common/daemon.h"
@@ -35,11 +41,21 @@
 int main(int argc, char** argv) {
   using namespace tern;
   using namespace tern::common;
+  std::unique_ptr<mda::DeliveryHelper> helper;
   std::unique_ptr<mda::UserdbLookup> userdb;
   std::unique_ptr<mda::LmtpServer> server;
   DaemonSpec spec;
   spec.name = "tern-mda";
   spec.log_service = "lmtp";
+  spec.pre_jail = [&](DaemonContext& ctx) -> Status {
+    if (::geteuid() != 0) return {};  // unprivileged: virtual users only
+    std::vector<int> fds;
+    for (const auto& l : ctx.listen_fds) fds.push_back(l.fd);
+    Result<std::unique_ptr<mda::DeliveryHelper>> h = mda::DeliveryHelper::start(ctx.config, fds);
+    if (!h) return h.take_error();
+    helper = std::move(h).value();
+    return {};
+  };
   spec.post_jail = [&](DaemonContext& ctx) -> Status {
     const Config& cfg = ctx.config;
     mda::Settings settings = mda::Settings::from_config(cfg);
@@ -56,7 +72,8 @@ int main(int argc, char** argv) {
     userdb = std::make_unique<mda::UserdbLookup>(*ctx.loop, cfg.str("base_dir") + "/auth-userdb");
     server = std::make_unique<mda::LmtpServer>(
         *ctx.loop, settings, o, static_cast<uint64_t>(cfg.seconds("lmtp_timeout")) * 1000,
-        [&](const std::string& user, mda::LmtpSession::Host::LookupDone done) { userdb->lookup(user, std::move(done)); });
+        [&](const std::string& user, mda::LmtpSession::Host::LookupDone done) { userdb->lookup(user, std::move(done)); },
+        helper.get());
     std::vector<int> fds = ctx.listeners("lmtp");
     if (fds.empty()) return make_error(ErrorKind::kConfig, "tern-mda has no lmtp listener");
     for (int fd : fds) server->listen(fd, "lmtp");

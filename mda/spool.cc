@@ -1,6 +1,7 @@
 #include "mda/spool.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -107,6 +108,34 @@ Status MessageSpool::read(const std::function<Status(std::string_view)>& fn) con
     off += n;
   }
   return {};
+}
+
+common::Result<common::UniqueFd> MessageSpool::share_fd() const {
+  if (fd_) {
+    int d = ::fcntl(fd_.get(), F_DUPFD_CLOEXEC, 0);
+    if (d < 0) return common::errno_error("dup", errno);
+    return common::UniqueFd(d);
+  }
+  common::UniqueFd m(::memfd_create("tern-mda-message", MFD_CLOEXEC));
+  if (!m) return common::errno_error("memfd_create", errno);
+  size_t off = 0;
+  while (off < mem_.size()) {
+    ssize_t n = ::write(m.get(), mem_.data() + off, mem_.size() - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return common::errno_error("write memfd", errno);
+    }
+    off += static_cast<size_t>(n);
+  }
+  return m;
+}
+
+MessageSpool MessageSpool::from_fd(common::UniqueFd fd, uint64_t size) {
+  MessageSpool s("", 0);
+  s.fd_ = std::move(fd);
+  s.stored_ = size;
+  s.received_ = size;
+  return s;
 }
 
 std::string MessageSpool::head(size_t n) const {

@@ -46,6 +46,11 @@ class MessageSpool {
   common::Status read(const std::function<common::Status(std::string_view)>& fn) const;
   // The first `n` stored bytes (for the Message-ID in logs).
   std::string head(size_t n) const;
+  // A file descriptor with the stored bytes from offset 0 (the temporary file, or a
+  // memfd filled from memory), for handing the message to another process.
+  common::Result<common::UniqueFd> share_fd() const;
+  // A spool over a descriptor received from another process (read-only use).
+  static MessageSpool from_fd(common::UniqueFd fd, uint64_t size);
 
  private:
   void store(std::string_view lf_bytes);

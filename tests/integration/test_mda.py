@@ -15,7 +15,7 @@ import pytest
 
 from mda_helpers import (Lmtp, add_user, files, home_of, index, maildir_of, make_tern, message, raw_lmtp,
                          read_message, reply_codes)
-from tern_harness import BIN, is_root, wait_for
+from tern_harness import BIN, children_of, is_root, proc_status, wait_for
 
 
 @pytest.fixture
@@ -299,3 +299,49 @@ def test_tern_deliver(mda):
     j = read_message(maildir_of(mda, "demo@example.test", "Junk"), *next(iter(junk.values())))
     assert j.startswith(b"Return-Path: <x@example.org>\nSubject: junk\n")
     assert index(mda, "demo@example.test", "status", "Junk").startswith("uidvalidity=")
+
+
+@pytest.mark.skipif(not is_root(), reason="system users' mail is written by a root helper's child; needs root")
+def test_system_user_mail_is_written_as_that_user(mda):
+    """A userdb entry with another uid: tern-mda (as vmail) hands the message to its
+    privileged helper, whose child writes it as the user. uid 0 and uids below
+    first_valid_uid are refused."""
+    name = "ternmdatest"
+    home = os.path.join(mda.dir, "syshome")
+    subprocess.run(["userdel", name], capture_output=True)
+    subprocess.run(["useradd", "--system", "--user-group", "--home-dir", home, "--create-home", "--shell",
+                    "/usr/sbin/nologin", name], check=True)
+    try:
+        pw = pwd.getpwnam(name)
+        add_user(mda, "sys@example.test", "--uid", str(pw.pw_uid), "--gid", str(pw.pw_gid), "--home", home)
+        add_user(mda, "root@example.test", "--uid", "0", "--gid", "0", "--home", os.path.join(mda.dir, "roothome"))
+        add_user(mda, "low@example.test", "--uid", "1", "--gid", "1", "--home", os.path.join(mda.dir, "lowhome"))
+        c = lmtp(mda)
+        _, data = c.transaction("a@example.org", ["sys@example.test", "root@example.test", "low@example.test",
+                                                  "demo@example.test"], message("system"))
+        c.quit()
+        assert [d[0] for d in data] == [250, 451, 451, 250], data
+        md = os.path.join(home, "Maildir")
+        inbox, tmp = files(md)
+        assert len(inbox) == 1 and not tmp
+        for p in [md, os.path.join(md, "new"), os.path.join(md, "new", next(iter(inbox.values()))[1]),
+                  os.path.join(md, "tern-index")]:
+            st = os.stat(p)
+            assert (st.st_uid, st.st_gid) == (pw.pw_uid, pw.pw_gid), p
+        demo = os.path.join(maildir_of(mda, "demo@example.test"), "new")
+        vmail = pwd.getpwnam(mda.settings["mail_uid"])
+        assert all(os.stat(os.path.join(demo, f)).st_uid == vmail.pw_uid for f in os.listdir(demo))
+        assert not os.path.exists(os.path.join(mda.dir, "roothome"))
+        assert not os.path.exists(os.path.join(mda.dir, "lowhome"))
+        log = mda.log()
+        assert "uid 0 of root@example.test is outside" in log
+        # The helper runs as root but holds no listening socket.
+        helper = [p for p in children_of(mda.pid_of("mda"))]
+        assert len(helper) == 1
+        assert proc_status(helper[0])["Uid"].split()[0] == "0"
+        fds = os.listdir(f"/proc/{helper[0]}/fd")
+        socks = [os.readlink(f"/proc/{helper[0]}/fd/{f}") for f in fds]
+        listener_inode = os.readlink(f"/proc/{mda.pid_of('mda')}/fd/3")
+        assert listener_inode not in socks
+    finally:
+        subprocess.run(["userdel", "-r", name], capture_output=True)
