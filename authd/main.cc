@@ -21,6 +21,8 @@
 #include <memory>
 
 #include "authd/auth_core.h"
+#include "authd/auth_server.h"
+#include "authd/sasl.h"
 #include "authd/userdb.h"
 #include "authd/userdb_server.h"
 #include "authd/worker.h"
@@ -33,6 +35,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<authd::WorkerClient> worker;
   std::unique_ptr<authd::AuthCore> core;
   std::unique_ptr<authd::UserdbServer> userdb_server;
+  std::unique_ptr<authd::AuthServer> auth_server;
   std::unique_ptr<authd::AuthSettings> settings;
 
   common::DaemonSpec spec;
@@ -63,19 +66,23 @@ int main(int argc, char** argv) {
       return common::make_error(ErrorKind::kTemp, "user database " + settings->db_path + ": " + db.error().message);
     }
     core = std::make_unique<authd::AuthCore>(*ctx.loop, *settings, std::move(db).value(), worker.get());
+    if (common::Status s = authd::Sasl::init(*core); !s) return s;
     userdb_server = std::make_unique<authd::UserdbServer>(*core);
+    auth_server = std::make_unique<authd::AuthServer>(*core);
     for (int fd : ctx.listeners("auth-userdb")) userdb_server->listen(fd);
-    // auth-client (SASL) is served from the next commit on.
-
+    for (int fd : ctx.listeners("auth-client")) auth_server->listen(fd);
     ctx.on_stop = [&] {
       userdb_server->stop();
+      auth_server->stop();
       ctx.loop->stop();
     };
     return {};
   };
   int rc = common::daemon_main(argc, argv, spec);
+  auth_server.reset();
   userdb_server.reset();
   core.reset();
   worker.reset();
+  authd::Sasl::done();
   return rc;
 }

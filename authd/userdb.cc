@@ -54,7 +54,9 @@ common::Result<UserRecord> decode_user(std::string_view name, std::string_view d
   u.name = std::string(name);
   common::Status st = parse_fields(data, [&](const std::string& k, const std::string& v) {
     if (k == "password") u.password = v;
-    else if (k == "scram") u.scram.push_back(v);
+    else if (k == "scram") {
+      if (!v.empty()) u.scram.push_back(v);  // an empty value is no secret (and would not round-trip)
+    }
     else if (k == "cram") u.cram = v;
     else if (k == "uid") u.uid = v;
     else if (k == "gid") u.gid = v;

@@ -336,6 +336,7 @@ class AuthClient::Impl : public std::enable_shared_from_this<Impl> {
     if (a.remote_port) w.push_back("rport=" + std::to_string(a.remote_port));
     if (a.secured) w.push_back("secured");
     if (a.no_penalty) w.push_back("no-penalty");
+    w.push_back("final-resp-ok");  // reply() takes resp= from OK
     if (a.initial_response) {
       w.push_back("resp=" + (a.initial_response->empty() ? std::string("=") : base64_encode(*a.initial_response)));
     }

@@ -186,7 +186,8 @@ AuthParse parse_auth(const Line& line) {
       if (f.key == "secured") p.cmd.secured = true;
       else if (f.key == "valid-client-cert") p.cmd.valid_client_cert = true;
       else if (f.key == "no-penalty") p.cmd.no_penalty = true;
-      // Other flags (nologin, final-resp-ok, debug...) are accepted and ignored, as
+      else if (f.key == "final-resp-ok") p.cmd.final_resp_ok = true;
+      // Other flags (nologin, debug...) are accepted and ignored, as
       // Dovecot ignores what it does not know.
       continue;
     }

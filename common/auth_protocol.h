@@ -10,7 +10,7 @@
 //   MECH  PLAIN  plaintext             CPID  <pid>
 //   MECH  SCRAM-SHA-256  mutual-auth
 //   SPID  <server pid>                 AUTH  <id>  <mech>  service=smtp  [secured]
-//   CUID  <connection id>                    [no-penalty]  lip=  rip=  lport=  rport=
+//   CUID  <connection id>                    [no-penalty]  [final-resp-ok]  lip=  rip=  lport=  rport=
 //   COOKIE  <32 hex digits>                  [resp=<base64 initial response>]
 //   DONE                               CONT  <id>  <base64 response>
 //
@@ -127,6 +127,8 @@ struct AuthCommand {
   bool secured = false;       // TLS, or a connection the login process trusts
   bool valid_client_cert = false;
   bool no_penalty = false;    // the login process already applied a penalty
+  bool final_resp_ok = false; // the client takes the server's last SASL message in OK
+                              // (resp=); otherwise it comes as a CONT answered empty
   bool has_initial_response = false;
   std::string initial_response;  // decoded bytes of resp=
 };

@@ -19,7 +19,7 @@ constexpr int kMaxExpansionDepth = 20;  // deeper is a reference loop
 // ("a = $b$b$b", "b = $c$c$c", ...): bound the work and the result, so that such a
 // file is an error rather than a hang or an out-of-memory kill.
 constexpr size_t kMaxExpandedBytes = 1 << 20;
-constexpr size_t kMaxExpansionRefs = 100000;
+constexpr size_t kMaxExpansionRefs = 10000;
 constexpr size_t kMaxConfigBytes = 4 << 20;  // a config file is small; refuse junk
 
 bool valid_key_name(std::string_view k) {
@@ -41,6 +41,20 @@ std::string system_hostname() {
 }
 
 }  // namespace
+
+struct Config::ExpandBudget {
+  std::string_view top_key;          // the key whose value is being expanded
+  std::vector<std::string_view> chain;  // keys being expanded, outermost first
+  std::string first_set_origin;      // origin of the first key met that the file sets
+  size_t bytes = kMaxExpandedBytes;
+  size_t refs = kMaxExpansionRefs;
+  // Where an error about the whole expansion belongs: the top key's line, or when
+  // the top key is a default, the line of the first key it reached that is set.
+  std::string where(const Config& c) const {
+    std::string o = c.origin(top_key);
+    return o == "default" && !first_set_origin.empty() ? first_set_origin : o;
+  }
+};
 
 std::string unknown_key_message(std::string_view key) {
   std::string msg = "unknown parameter '" + std::string(key) + "'";
@@ -147,22 +161,32 @@ const KeyDef& Config::def_or_panic(std::string_view key) const {
   return *d;
 }
 
-std::string Config::computed_default(const KeyDef& def) const {
+// A default computed by code from the system or from other keys. It is already a
+// final value (not expanded again). Lookups of other keys go through the same
+// expansion, so "myhostname = $mydomain" is a loop error, not endless recursion.
+Result<std::string> Config::computed_default(const KeyDef& def, int depth, ExpandBudget& budget) const {
   std::string_view name = def.name;
   if (name == "myhostname") return system_hostname();
   if (name == "mydomain") {
-    std::string h = str("myhostname");
-    size_t dot = h.find('.');
-    return dot == std::string::npos ? "localdomain" : h.substr(dot + 1);
+    Result<std::string> h = expand("myhostname", depth + 1, budget);
+    if (!h) return h;
+    size_t dot = h->find('.');
+    return dot == std::string::npos ? std::string("localdomain") : h->substr(dot + 1);
   }
-  return "";
+  return std::string();
 }
 
 std::string Config::raw(std::string_view key) const {
   const KeyDef& def = def_or_panic(key);
   auto it = values_.find(key);
   if (it != values_.end()) return it->second.value;
-  if (std::string_view(def.default_value) == "@computed") return computed_default(def);
+  if (std::string_view(def.default_value) == "@computed") {
+    ExpandBudget budget;
+    budget.top_key = def.name;
+    budget.chain.push_back(def.name);
+    Result<std::string> v = computed_default(def, 0, budget);
+    return v ? std::move(v).value() : std::string();  // validate() reports the error
+  }
   return def.default_value;
 }
 
@@ -173,11 +197,6 @@ std::string Config::origin(std::string_view key) const {
   return it == values_.end() ? "default" : it->second.origin;
 }
 
-struct Config::ExpandBudget {
-  std::string_view top_key;  // the key whose value is being expanded
-  size_t bytes = kMaxExpandedBytes;
-  size_t refs = kMaxExpansionRefs;
-};
 
 Result<std::string> Config::expand(std::string_view key) const {
   ExpandBudget budget;
@@ -186,17 +205,39 @@ Result<std::string> Config::expand(std::string_view key) const {
 }
 
 Result<std::string> Config::expand(std::string_view key, int depth, ExpandBudget& budget) const {
-  if (depth > kMaxExpansionDepth) {
-    return make_error(ErrorKind::kConfig, origin(key) + ": parameter '" + std::string(key) +
-                                              "': $name expansion loops");
+  auto seen = std::find(budget.chain.begin(), budget.chain.end(), key);
+  if (seen != budget.chain.end()) {
+    // A reference loop: name the loop, at the line of a key in it that is set (the
+    // built-in defaults never loop on their own).
+    std::string cycle;
+    std::string_view blame;
+    for (auto it = seen; it != budget.chain.end(); ++it) {
+      cycle += std::string(*it) + " -> ";
+      if (blame.empty() && is_set(*it)) blame = *it;
+    }
+    cycle += std::string(key);
+    if (blame.empty()) blame = key;
+    return make_error(ErrorKind::kConfig, origin(blame) + ": parameter '" + std::string(blame) +
+                                              "': $name expansion loops: " + cycle);
   }
-  return expand_text(raw(key), key, depth, budget);
+  if (depth > kMaxExpansionDepth) {
+    return make_error(ErrorKind::kConfig, budget.where(*this) + ": parameter '" + std::string(budget.top_key) +
+                                              "': $name expansion nested too deeply");
+  }
+  if (budget.first_set_origin.empty() && is_set(key)) budget.first_set_origin = origin(key);
+  budget.chain.push_back(key);
+  const KeyDef& def = def_or_panic(key);
+  Result<std::string> r = !is_set(key) && std::string_view(def.default_value) == "@computed"
+                              ? computed_default(def, depth, budget)
+                              : expand_text(raw(key), key, depth, budget);
+  budget.chain.pop_back();
+  return r;
 }
 
 Result<std::string> Config::expand_text(std::string_view text, std::string_view where_key, int depth,
                                         ExpandBudget& budget) const {
   auto too_large = [&]() -> Error {
-    return make_error(ErrorKind::kConfig, origin(budget.top_key) + ": parameter '" + std::string(budget.top_key) +
+    return make_error(ErrorKind::kConfig, budget.where(*this) + ": parameter '" + std::string(budget.top_key) +
                                               "': $name expansion is too large (more than " +
                                               std::to_string(kMaxExpandedBytes) + " bytes or " +
                                               std::to_string(kMaxExpansionRefs) + " references)");
@@ -413,9 +454,11 @@ Status Config::validate() const {
     return a.group != b.group ? a.group < b.group : a.line < b.line;
   });
   for (const Item& it : items) {
-    Result<std::string> v = expand(it.def->name);
+    ExpandBudget budget;
+    budget.top_key = it.def->name;
+    Result<std::string> v = expand(it.def->name, 0, budget);
     if (!v) return v.take_error();
-    if (Status s = check_value(*it.def, *v, origin(it.def->name)); !s) return s;
+    if (Status s = check_value(*it.def, *v, budget.where(*this)); !s) return s;
   }
   return {};
 }

@@ -80,7 +80,7 @@ class Config {
   Result<std::string> expand_text(std::string_view text, std::string_view where, int depth,
                                   ExpandBudget& budget) const;
   Status check_value(const KeyDef& def, const std::string& value, const std::string& where) const;
-  std::string computed_default(const KeyDef& def) const;
+  Result<std::string> computed_default(const KeyDef& def, int depth, ExpandBudget& budget) const;
   const KeyDef& def_or_panic(std::string_view key) const;
 
   std::map<std::string, Entry, std::less<>> values_;

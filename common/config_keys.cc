@@ -6,7 +6,8 @@
 namespace tern::common {
 namespace {
 
-constexpr int64_t kNoMax = INT64_MAX;
+// For rows without an upper bound (kNoMax); unused until an area needs it.
+[[maybe_unused]] constexpr int64_t kNoMax = INT64_MAX;
 
 // Row helpers for the .inc files: S string, L list, B bool, I int, T time, Z size.
 #define S(name, def, doc) {name, KeyType::kString, def, 0, 0, 0, doc},

@@ -108,11 +108,17 @@ int daemon_main(int argc, char** argv, const DaemonSpec& spec) {
   std::vector<BoundListener> own;  // kept open for the life of the process
   const std::string short_name = spec.name.rfind("tern-", 0) == 0 ? spec.name.substr(5) : spec.name;
   Result<ServiceSpec> service = find_service(ctx.config, short_name);
-  if (ctx.listen_fds.empty() && !ctx.under_master && service) {
-    // Running alone: bind our own listeners from the same table the master uses.
+  if (!ctx.under_master) {
+    // Running alone (its own systemd unit, or by hand): nobody else creates the
+    // runtime, queue and state directories, so do what the master would.
     if (Status s = make_directories(directory_table(ctx.config)); !s) {
       log::fatal_exit(EX_CANTCREAT, "%s", s.error().message.c_str());
     }
+  }
+  if (ctx.listen_fds.empty() && !ctx.under_master) {
+    // Running alone without socket activation: bind our own listeners from the same
+    // table the master uses.
+    if (!service) log::fatal_exit(EX_CONFIG, "%s: %s", spec.name.c_str(), service.error().message.c_str());
     Result<std::vector<BoundListener>> bound = bind_listeners(*service);
     if (!bound) log::fatal_exit(EX_UNAVAILABLE, "%s", bound.error().message.c_str());
     own = std::move(bound).value();

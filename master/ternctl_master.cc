@@ -38,6 +38,7 @@ int cmd_config(const Invocation& inv) {
       rc = EX_USAGE;
       continue;
     }
+    if (non_default && !cfg.is_set(k)) continue;  // as postconf -n with names
     std::printf("%s = %s\n", k.c_str(), expand ? cfg.str(k).c_str() : cfg.raw(k).c_str());
   }
   return rc;

@@ -21,7 +21,10 @@ class LineSocket:
     def readline(self):
         """The next line as text, or None when the server closed."""
         while b"\n" not in self.buf:
-            data = self.sock.recv(65536)
+            try:
+                data = self.sock.recv(65536)
+            except ConnectionResetError:  # closed with our input unread
+                return None
             if not data:
                 return None
             self.buf += data

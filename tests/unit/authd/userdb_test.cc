@@ -38,6 +38,7 @@ TEST_CASE("user records round-trip, including awkward values") {
   CHECK_FALSE(decode_user("x", "password"));        // no '='
   CHECK_FALSE(decode_user("x", "password=a\001z"));  // bad escape
   CHECK(decode_user("x", "future_field=1"));        // unknown fields ignored
+  CHECK(decode_user("x", "scram=\tscram=")->scram.empty());  // found by the fuzzer
 }
 
 TEST_CASE("canonical user names") {
