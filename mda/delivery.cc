@@ -5,6 +5,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <list>
+#include <mutex>
 
 #include "common/mailbox_index.h"
 #include "common/text.h"
@@ -68,6 +70,29 @@ Status make_parents(const std::string& path) {
   return {};
 }
 
+// Recently used mailbox indexes stay open: opening an LMDB environment (open, mmap,
+// reader-table check) for every delivery would cost more than the delivery's own
+// writes. Bounded, so a stream of mail to many users keeps at most kOpenIndexes open.
+constexpr size_t kOpenIndexes = 64;
+
+Result<std::shared_ptr<common::index::MailboxIndex>> open_index(const std::string& root, maildir::Fsync fsync) {
+  static std::mutex mu;
+  static std::list<std::shared_ptr<common::index::MailboxIndex>> recent;
+  std::lock_guard<std::mutex> lk(mu);
+  for (auto it = recent.begin(); it != recent.end(); ++it) {
+    if ((*it)->root() == root) {
+      recent.splice(recent.begin(), recent, it);
+      return recent.front();
+    }
+  }
+  Result<std::shared_ptr<common::index::MailboxIndex>> idx =
+      common::index::MailboxIndex::open(root, common::index::MailboxIndex::Options{fsync});
+  if (!idx) return idx;
+  recent.push_front(*idx);
+  if (recent.size() > kOpenIndexes) recent.pop_back();
+  return idx;
+}
+
 Outcome deliver_maildir(const Settings& s, const MailUser& user, const Location& loc, const Envelope& env,
                         const MessageSpool& body, maildir::DirSyncer* syncer) {
   // A virtual user's home is made on first delivery, as Dovecot does.
@@ -93,8 +118,7 @@ Outcome deliver_maildir(const Settings& s, const MailUser& user, const Location&
       dir = *fp;
     }
   }
-  Result<std::shared_ptr<common::index::MailboxIndex>> idx =
-      common::index::MailboxIndex::open(loc.root, common::index::MailboxIndex::Options{s.fsync});
+  Result<std::shared_ptr<common::index::MailboxIndex>> idx = open_index(loc.root, s.fsync);
   if (!idx) return failure_for(idx.error(), s, mailbox);
 
   const std::string headers = header_block(env);

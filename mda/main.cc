@@ -78,7 +78,15 @@ int main(int argc, char** argv) {
     if (fds.empty()) return make_error(ErrorKind::kConfig, "tern-mda has no lmtp listener");
     for (int fd : fds) server->listen(fd, "lmtp");
     ctx.on_stop = [&] {
-      server->stop([&] { ctx.loop->stop(); });
+      // Once the deliveries in progress are done, destroy everything that owns loop
+      // handles while the loop still exists (outside any of their callbacks), then end.
+      server->stop([&] {
+        ctx.loop->post([&] {
+          server.reset();
+          userdb.reset();
+          ctx.loop->stop();
+        });
+      });
     };
     return {};
   };
