@@ -24,7 +24,7 @@ def mda():
     add_user(t, "demo@example.test")
     add_user(t, "full@example.test", "--quota", "*:bytes=2800")
     yield t
-    t.stop()
+    t.cleanup()
 
 
 def lmtp(t):
@@ -345,3 +345,20 @@ def test_system_user_mail_is_written_as_that_user(mda):
         assert listener_inode not in socks
     finally:
         subprocess.run(["userdel", "-r", name], capture_output=True)
+
+
+def test_symlinked_maildir_leaving_the_home_is_refused(mda):
+    add_user(mda, "sly@example.test")
+    home = home_of(mda, "sly@example.test")
+    outside = os.path.join(mda.dir, "outside")
+    vmail = pwd.getpwnam(mda.settings["mail_uid"])
+    for d in (os.path.dirname(home), home, outside):
+        os.makedirs(d, exist_ok=True)
+        os.chown(d, vmail.pw_uid, vmail.pw_gid)
+    os.symlink(outside, os.path.join(home, "Maildir"))
+    c = lmtp(mda)
+    _, data = c.transaction("a@example.org", ["sly@example.test", "demo@example.test"], message("sly"))
+    c.quit()
+    assert data[0][0] == 451 and data[1][0] == 250
+    assert os.listdir(outside) == []
+    assert "outside the home directory" in mda.log()

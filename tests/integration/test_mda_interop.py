@@ -31,7 +31,7 @@ def stack():
     pf.start()
     yield t, pf
     pf.stop()
-    t.stop()
+    t.cleanup()
 
 
 def subjects_in(t, user, folder=None):
