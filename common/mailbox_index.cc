@@ -387,6 +387,8 @@ Result<SyncResult> MailboxIndex::sync(std::string_view mailbox_in) {
   if (::stat((*dir + "/cur").c_str(), &st) < 0 || ::stat((*dir + "/new").c_str(), &st) < 0) {
     return make_error(ErrorKind::kNotFound, "mailbox " + mailbox + ": " + *dir + " is not a maildir");
   }
+  // Leftovers of deliveries that crashed mid-write (the Maildir spec's 36 hours).
+  (void)maildir::clean_tmp(*dir);
   SyncResult result;
   Status s = lmdb::write(*env_, [&](lmdb::Txn& txn) -> Status {
     result = SyncResult();

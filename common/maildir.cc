@@ -401,6 +401,25 @@ Result<std::vector<Entry>> list(const std::string& maildir) {
   return out;
 }
 
+Result<unsigned> clean_tmp(const std::string& maildir, int64_t max_age_seconds) {
+  std::string dir = maildir + "/tmp";
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) {
+    if (errno == ENOENT) return 0u;
+    return errno_error("opendir " + dir, errno);
+  }
+  const time_t now = ::time(nullptr);
+  unsigned removed = 0;
+  while (struct dirent* e = ::readdir(d)) {
+    if (!valid_entry_name(e->d_name)) continue;
+    struct stat st;
+    if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode)) continue;
+    if (now - st.st_mtime > max_age_seconds && ::unlinkat(::dirfd(d), e->d_name, 0) == 0) ++removed;
+  }
+  ::closedir(d);
+  return removed;
+}
+
 Result<std::string> set_flags(const std::string& maildir, const Entry& entry, std::string_view flags) {
   std::string name = make_name(entry.parsed.base, flags);
   if (!entry.in_new && name == entry.name) return name;

@@ -156,6 +156,10 @@ struct Entry {
 // to cur/ is seen at least once). Names that are not valid entries are skipped.
 Result<std::vector<Entry>> list(const std::string& maildir);
 
+// Removes files in tmp/ older than `max_age_seconds` (the Maildir spec: 36 hours),
+// left by deliveries that crashed mid-write. Returns how many were removed.
+Result<unsigned> clean_tmp(const std::string& maildir, int64_t max_age_seconds = 36 * 3600);
+
 // Renames a message to carry `flags`, moving it to cur/ (Maildir "info" change).
 // Returns the new name. kNotFound when the file is gone (someone else renamed or
 // removed it: the caller rescans).

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -270,4 +271,19 @@ TEST_CASE("check_within refuses symlinks out of home", "[maildir]") {
   // A prefix that is not a path boundary is not "inside".
   ::mkdir((t.path + "/home2").c_str(), 0700);
   CHECK(!check_within(home, t.path + "/home2").ok());
+}
+
+TEST_CASE("clean_tmp removes only old leftovers", "[maildir]") {
+  TempDir t;
+  std::string md = t.path + "/M";
+  REQUIRE(create(md, false).ok());
+  std::ofstream(md + "/tmp/old") << "x";
+  std::ofstream(md + "/tmp/fresh") << "y";
+  struct timespec old[2] = {{1000, 0}, {1000, 0}};
+  REQUIRE(::utimensat(AT_FDCWD, (md + "/tmp/old").c_str(), old, 0) == 0);
+  Result<unsigned> n = clean_tmp(md);
+  REQUIRE(n.ok());
+  CHECK(*n == 1);
+  CHECK(names_in(md + "/tmp") == std::vector<std::string>{"fresh"});
+  CHECK(clean_tmp(t.path + "/none").ok());
 }
