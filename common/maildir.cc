@@ -171,10 +171,14 @@ Status create(const std::string& path, bool is_folder) {
 }
 
 Status create_root(const std::string& root) {
+  // The subscriptions file is written last: while it is missing the root is new
+  // (or being made by a concurrent delivery to the same user), and every caller
+  // makes the folders, idempotently, so none returns before they exist. Once it
+  // exists, a folder the user deleted is not brought back.
   struct stat st;
-  const bool existed = ::stat((root + "/cur").c_str(), &st) == 0;
+  const std::string sub_path = root + "/subscriptions";
+  if (::stat((root + "/cur").c_str(), &st) == 0 && ::stat(sub_path.c_str(), &st) == 0) return {};
   if (Status s = create(root, false); !s) return s;
-  if (existed) return {};
   std::string subs;
   for (const char* f : kSpecialFolders) {
     Result<std::string> p = folder_path(root, f);
@@ -184,7 +188,6 @@ Status create_root(const std::string& root) {
     subs += '\n';
   }
   // Dovecot's and Courier's subscription list, so IMAP clients show the folders.
-  std::string sub_path = root + "/subscriptions";
   UniqueFd fd(::open(sub_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (fd) {
     if (::write(fd.get(), subs.data(), subs.size()) != static_cast<ssize_t>(subs.size())) {

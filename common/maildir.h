@@ -75,7 +75,8 @@ std::optional<std::string> folder_name(std::string_view dirname);
 // folder also the maildirfolder file. Existing directories are fine.
 Status create(const std::string& path, bool is_folder);
 // A new root maildir with the special-use folders (Drafts Junk Sent Trash),
-// subscribed, as DESIGN.md 3 asks. Idempotent.
+// subscribed, as DESIGN.md 3 asks. Idempotent and safe against concurrent callers;
+// a maildir that already has a `subscriptions` file is left as it is.
 Status create_root(const std::string& root);
 inline constexpr const char* kSpecialFolders[] = {"Drafts", "Junk", "Sent", "Trash"};
 // The folders of a root maildir (without INBOX), from its .Name directories.

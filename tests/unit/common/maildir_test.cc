@@ -9,6 +9,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <atomic>
 #include <set>
 #include <sstream>
 #include <string>
@@ -114,6 +115,34 @@ TEST_CASE("create_root makes the special folders once", "[maildir]") {
   REQUIRE(create_root(root).ok());
   struct stat st;
   CHECK(::stat((root + "/.Junk").c_str(), &st) != 0);
+}
+
+TEST_CASE("create_root from many threads at once: every caller sees the folders", "[maildir]") {
+  for (int round = 0; round < 20; ++round) {
+    TempDir t;
+    std::string root = t.path + "/Maildir";
+    std::atomic<int> missing{0};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 4; ++i) {
+      threads.emplace_back([&] {
+        if (!create_root(root)) ++missing;
+        struct stat st;
+        for (const char* f : kSpecialFolders) {
+          if (::stat((root + "/." + f + "/cur").c_str(), &st) != 0) ++missing;
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    CHECK(missing == 0);
+  }
+}
+
+TEST_CASE("create_root on an existing Dovecot maildir without subscriptions adds the folders once", "[maildir]") {
+  TempDir t;
+  std::string root = t.path + "/Maildir";
+  REQUIRE(create(root, false).ok());
+  REQUIRE(create_root(root).ok());
+  CHECK(list_folders(root)->size() == 4);
 }
 
 TEST_CASE("delivery: tmp -> new, nothing left in tmp", "[maildir]") {
