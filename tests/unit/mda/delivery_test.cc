@@ -15,6 +15,7 @@
 #include "common/mailbox_index.h"
 #include "common/mbox.h"
 #include "mda/delivery.h"
+#include "mda/delivery_helper.h"
 #include "mda/spool.h"
 
 using namespace tern;
@@ -282,4 +283,16 @@ TEST_CASE("deliver to mbox, folders, lock timeout", "[delivery]") {
   CHECK(o.reply.enhanced == "4.2.0");
   holder->rollback();
   CHECK(slurp(t.path + "/spool/demo") == before);
+}
+
+TEST_CASE("delivery helper packet escaping round-trips", "[delivery]") {
+  const std::string samples[] = {"", "plain", "tab\there", "line\nbreak", "back\\slash", std::string("nul\0x", 5),
+                                 "\\t literal", "Received: from x\n\tby y\n"};
+  for (const std::string& s : samples) {
+    std::string e = helper_escape(s);
+    CHECK(e.find('\t') == std::string::npos);
+    CHECK(e.find('\n') == std::string::npos);
+    CHECK(e.find('\0') == std::string::npos);
+    CHECK(helper_unescape(e) == s);
+  }
 }
