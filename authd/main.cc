@@ -1,27 +1,88 @@
 // tern-authd - authentication daemon (Dovecot auth protocol 1.2 over UNIX sockets)
 //
-// TRUST     Peers on auth-client are login processes (tern-mta, tern-mra, Postfix);
-//           peers on auth-userdb are checked by SO_PEERCRED.
-// PRIVILEGE Runs as authd_user; the only process that sees credentials.
-// STANDARDS Dovecot auth protocol 1.2, RFC 4422.
+// Serves auth-client (SASL authentication for tern-mta, tern-mra's login process and
+// a real Postfix with smtpd_sasl_type = dovecot) and auth-userdb (uid/gid/home/mail
+// lookups, and REQUEST for tern-mra's session workers). Mechanisms come from Cyrus
+// SASL; passwords from the virtual-user LMDB (authd/userdb.h) and, when configured,
+// from PAM for system users through the auth worker (authd/worker.h).
+//
+// TRUST     auth-client (0666) peers are any local process: every line is parsed as
+//           untrusted, requests are bounded per connection, failures are delayed
+//           and penalised per remote IP. auth-userdb peers are checked by
+//           SO_PEERCRED (root, mail_uid, mail_owner, auth_userdb_allow_users).
+// PRIVILEGE Runs as authd_user, the only process that sees credentials; the user
+//           database ($data_directory/auth, 0700) is readable by it alone. The
+//           system-user path (PAM, passwd) runs in the auth worker, forked before
+//           the privilege drop and kept as auth_worker_user (root by default, as
+//           Dovecot's auth-worker) because pam_unix reads /etc/shadow; it never
+//           sees network bytes. Does not link BoringSSL (Cyrus SASL links OpenSSL).
+// STANDARDS Dovecot auth protocol 1.2 and auth-master 1.0, RFC 4422 (SASL), RFC 4616
+//           (PLAIN), RFC 5802 and 7677 (SCRAM), RFC 2195 (CRAM-MD5).
 #include <memory>
 
+#include "authd/auth_core.h"
+#include "authd/auth_server.h"
+#include "authd/sasl.h"
+#include "authd/userdb.h"
+#include "authd/userdb_server.h"
+#include "authd/worker.h"
 #include "common/daemon.h"
-#include "common/refuse_server.h"
+#include "common/log.h"
 
 int main(int argc, char** argv) {
-  using namespace tern::common;
-  std::unique_ptr<RefuseServer> server;
-  DaemonSpec spec;
+  using namespace tern;
+  using common::ErrorKind;
+  std::unique_ptr<authd::WorkerClient> worker;
+  std::unique_ptr<authd::AuthCore> core;
+  std::unique_ptr<authd::UserdbServer> userdb_server;
+  std::unique_ptr<authd::AuthServer> auth_server;
+  std::unique_ptr<authd::AuthSettings> settings;
+
+  common::DaemonSpec spec;
   spec.name = "tern-authd";
   spec.log_service = "auth";
-  spec.post_jail = [&](DaemonContext& ctx) -> Status {
-    server = std::make_unique<RefuseServer>(ctx, std::vector<std::pair<std::string, std::string>>{}, "");
+  spec.pre_jail = [&](common::DaemonContext& ctx) -> common::Status {
+    // getpw* for mail_uid and friends, once, while the files are certainly readable.
+    common::Result<authd::AuthSettings> s = authd::AuthSettings::from_config(ctx.config);
+    if (!s) return s.take_error();
+    settings = std::make_unique<authd::AuthSettings>(std::move(s).value());
+    if (settings->passdb_pam || settings->userdb_passwd) {
+      authd::WorkerSettings ws;
+      ws.pam_service = settings->pam_service;
+      ws.first_valid_uid = settings->first_valid_uid;
+      ws.last_valid_uid = settings->last_valid_uid;
+      ws.max_children = static_cast<unsigned>(ctx.config.integer("auth_worker_max_count"));
+      ws.run_as = ctx.config.str("auth_worker_user");
+      common::Result<std::unique_ptr<authd::WorkerClient>> w = authd::WorkerClient::start(ws);
+      if (!w) return w.take_error();
+      worker = std::move(w).value();
+    }
+    return {};
+  };
+  spec.post_jail = [&](common::DaemonContext& ctx) -> common::Status {
+    // As authd_user: the database and its lock file belong to us, not to root.
+    common::Result<std::unique_ptr<authd::UserDb>> db = authd::UserDb::open(settings->db_path, true);
+    if (!db) {
+      return common::make_error(ErrorKind::kTemp, "user database " + settings->db_path + ": " + db.error().message);
+    }
+    core = std::make_unique<authd::AuthCore>(*ctx.loop, *settings, std::move(db).value(), worker.get());
+    if (common::Status s = authd::Sasl::init(*core); !s) return s;
+    userdb_server = std::make_unique<authd::UserdbServer>(*core);
+    auth_server = std::make_unique<authd::AuthServer>(*core);
+    for (int fd : ctx.listeners("auth-userdb")) userdb_server->listen(fd);
+    for (int fd : ctx.listeners("auth-client")) auth_server->listen(fd);
     ctx.on_stop = [&] {
-      server->stop();
+      userdb_server->stop();
+      auth_server->stop();
       ctx.loop->stop();
     };
     return {};
   };
-  return daemon_main(argc, argv, spec);
+  int rc = common::daemon_main(argc, argv, spec);
+  auth_server.reset();
+  userdb_server.reset();
+  core.reset();
+  worker.reset();
+  authd::Sasl::done();
+  return rc;
 }

@@ -1,7 +1,10 @@
 #include "master/dev.h"
 
+#include <fcntl.h>
 #include <limits.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -26,6 +29,57 @@ std::string self_dir() {
   return p.substr(0, p.rfind('/'));
 }
 
+constexpr const char* kDemoUser = "demo@example.test";
+
+std::string demo_password_path(const std::string& dir) { return dir + "/demo-password"; }
+
+// A random password of 16 letters and digits (no characters a shell or an IMAP
+// LOGIN command would need quoted).
+common::Result<std::string> random_password() {
+  static const char kAlphabet[] = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+  unsigned char raw[16];
+  if (::getrandom(raw, sizeof raw, 0) != static_cast<ssize_t>(sizeof raw)) return common::errno_error("getrandom", errno);
+  std::string out;
+  for (unsigned char c : raw) out += kAlphabet[c % (sizeof kAlphabet - 1)];
+  return out;
+}
+
+// Creates the demo user with `ternctl user add`, the password on a pipe (never in
+// argv), and keeps the password in DIR/demo-password (0600) for the banner.
+common::Status make_demo_user(const std::string& dir, const std::string& conf) {
+  const std::string pw_path = demo_password_path(dir);
+  if (::access(pw_path.c_str(), F_OK) == 0) return {};
+  common::Result<std::string> pw = random_password();
+  if (!pw) return pw.take_error();
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) < 0) return common::errno_error("pipe", errno);
+  const std::string ternctl = self_dir() + "/ternctl";
+  pid_t pid = ::fork();
+  if (pid < 0) return common::errno_error("fork", errno);
+  if (pid == 0) {
+    ::dup2(p[0], 0);
+    int devnull = ::open("/dev/null", O_WRONLY);
+    if (devnull >= 0) ::dup2(devnull, 1);
+    ::execl(ternctl.c_str(), "ternctl", "-c", conf.c_str(), "user", "add", kDemoUser, static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(p[0]);
+  std::string line = *pw + "\n";
+  bool wrote = ::write(p[1], line.data(), line.size()) == static_cast<ssize_t>(line.size());
+  ::close(p[1]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  if (!wrote || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    return common::make_error(ErrorKind::kTemp, "could not create the demo user with " + ternctl + " user add");
+  }
+  int fd = ::open(pw_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return common::errno_error("create " + pw_path, errno);
+  bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+  ::close(fd);
+  if (!ok) return common::errno_error("write " + pw_path, errno);
+  return {};
+}
+
 }  // namespace
 
 common::Result<std::string> prepare_dev(const std::string& dir_in) {
@@ -40,7 +94,10 @@ common::Result<std::string> prepare_dev(const std::string& dir_in) {
   if (::access(cert.c_str(), R_OK) != 0 || ::access(key.c_str(), R_OK) != 0) {
     if (common::Status s = common::tls::make_self_signed(cert, key, "mail.example.test"); !s) return s.take_error();
   }
-  if (::access(conf.c_str(), F_OK) == 0) return conf;
+  if (::access(conf.c_str(), F_OK) == 0) {
+    if (common::Status s = make_demo_user(dir, conf); !s) return s.take_error();
+    return conf;
+  }
 
   // Who the daemons run as: as root, the system users scripts/setup creates (as a
   // package would); otherwise the invoking user for all of them.
@@ -94,11 +151,15 @@ common::Result<std::string> prepare_dev(const std::string& dir_in) {
          "authd_user = " << auth << "\n"
          "mail_uid = " << mail_uid << "\n"
          "mail_gid = " << mail_gid << "\n"
-         "first_valid_uid = " << first_uid << "\n";
+         "first_valid_uid = " << first_uid << "\n"
+         "# Loopback only: let telnet and plain IMAP LOGIN work without TLS for trying\n"
+         "# things out. The built-in default (yes) refuses passwords without TLS.\n"
+         "disable_plaintext_auth = no\n";
   out.close();
   if (!out) return common::make_error(ErrorKind::kTemp, "cannot write " + conf);
   // Check what we wrote with the same parser the daemons use.
   if (common::Result<common::Config> c = common::Config::load_file(conf); !c) return c.take_error();
+  if (common::Status s = make_demo_user(dir, conf); !s) return s.take_error();
   return conf;
 }
 
@@ -114,6 +175,21 @@ std::string dev_banner(const std::string& dir, const std::string& config_path) {
   b += "  IMAP       " + host + ":" + port("imap_port") + "   IMAPS      " + host + ":" + port("imaps_port") + "\n";
   b += "  POP3       " + host + ":" + port("pop3_port") + "   POP3S      " + host + ":" + port("pop3s_port") + "\n";
   b += "  config     " + config_path + "   (ternctl -c " + config_path + " status)\n";
+  std::string pw;
+  {
+    std::ifstream in(demo_password_path(dir));
+    std::getline(in, pw);
+  }
+  if (!pw.empty()) {
+    const std::string sub = port("submission_port"), imap = port("imap_port"), imaps = port("imaps_port");
+    b += "  demo user  " + std::string(kDemoUser) + "   password " + pw + "   (kept in " + demo_password_path(dir) + ")\n";
+    b += "Try it:\n";
+    b += "  swaks --server " + host + ":" + sub + " --tls --auth PLAIN --auth-user " + kDemoUser + " --auth-password " + pw +
+         " --from " + kDemoUser + " --to " + kDemoUser + "\n";
+    b += "  telnet " + host + " " + imap + "      then type:  a LOGIN " + kDemoUser + " " + pw + "\n";
+    b += "  mutt -f 'imaps://demo%40example.test@" + host + ":" + imaps + "/'   (accept the self-signed certificate; password above)\n";
+    b += "  ternctl -c " + config_path + " user add you@example.test   (more users; the password is asked for)\n";
+  }
   b += "Ctrl-C stops everything.\n";
   return b;
 }

@@ -30,6 +30,9 @@ const Command kCommands[] = {
     {"status", "status                          the daemons: pid, uptime, restarts", cmd_status},
     {"reload", "reload                          re-read tern.conf and restart the daemons on it", cmd_reload},
     {"stop", "stop                            stop the mail system", cmd_stop},
+    {"user", "user add|passwd|del|list|show|import  virtual users (password on stdin or the terminal)", cmd_user},
+    {"domain", "domain add|del|list             virtual domains and their userdb defaults", cmd_domain},
+    {"pw", "pw [-s SCHEME]                  hash a password, like doveadm pw", cmd_pw},
     {"tls-selfsigned", "tls-selfsigned CERT KEY HOST    write a self-signed certificate and key for HOST", cmd_tls_selfsigned},
 };
 

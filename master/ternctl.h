@@ -23,5 +23,8 @@ int cmd_status(const Invocation& inv);
 int cmd_reload(const Invocation& inv);
 int cmd_stop(const Invocation& inv);
 int cmd_tls_selfsigned(const Invocation& inv);
+int cmd_user(const Invocation& inv);    // ternctl_user.cc
+int cmd_domain(const Invocation& inv);  // ternctl_user.cc
+int cmd_pw(const Invocation& inv);      // ternctl_user.cc
 
 }  // namespace tern::ternctl

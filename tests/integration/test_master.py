@@ -1,8 +1,10 @@
 """tern-master: starting, supervising, reloading and stopping the daemons."""
 import os
+import pathlib
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -105,16 +107,15 @@ def test_sigterm_kills_a_daemon_that_ignores_it(tern_factory, tmp_path):
         if name != "tern-mda":
             os.symlink(os.path.join(BIN, name), bindir / name)
     stubborn = bindir / "tern-mda"
-    ready = tmp_path / "mda-ignores-sigterm"
+    ready = tmp_path / "stubborn-ready"
     stubborn.write_text("#!/usr/bin/python3\nimport signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
                         f"open({str(ready)!r}, 'w').close()\n"
                         "while True: time.sleep(1)\n")
     stubborn.chmod(0o755)
-    os.chmod(tmp_path, 0o777)
+    os.chmod(tmp_path, 0o777)  # the stand-in writes its ready file as the mda user
     t = tern_factory(settings={"daemon_directory": str(bindir), "master_stop_timeout": "2s"})
+    wait_for(ready.exists, timeout=20, what="the stand-in daemon ignoring SIGTERM")
     pid = t.pid_of("mda")
-    # "running" means forked; wait until the stub has really set SIGTERM aside.
-    wait_for(ready.exists, timeout=10, what="stub ignoring SIGTERM")
     t0 = time.monotonic()
     t.proc.send_signal(signal.SIGTERM)
     t.proc.wait(timeout=15)
@@ -189,8 +190,11 @@ def test_ternctl_stop(tern):
 
 
 def test_dev_default_runs_without_config(tmp_path):
-    os.chmod(tmp_path, 0o755)
-    d = tmp_path / "var"
+    # Not under pytest's tmp_path: its parent is 0700, and as root the daemons run
+    # as their own users, who must reach the state directory.
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="tern-dev-", dir="/tmp"))
+    os.chmod(tmp, 0o755)
+    d = tmp / "var"
     # Not the default ports: a developer may have scripts/run going on this machine.
     from tern_harness import free_port
     opts = []

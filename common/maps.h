@@ -1,0 +1,64 @@
+// Lookup tables as Postfix has them: a text source compiled into LMDB (`ternctl
+// postmap`, `newaliases`), or read as it is (texthash:).
+//
+// A map is named "type:path". lmdb:/etc/tern/virtual reads /etc/tern/virtual.lmdb,
+// compiled from /etc/tern/virtual. hash: and btree: (Berkeley DB in Postfix) are read
+// as lmdb: so lines from an existing main.cf keep working after `ternctl postmap`.
+// texthash:/path reads the source itself. Keys are lower-cased at compile time and
+// lookup time (Postfix's default).
+//
+// Two source syntaxes: postmap(1) tables ("key value...", whitespace) and aliases(5)
+// ("name: value, value", where the value may be |command, /file or :include:/file).
+// Both allow # comments and continuation lines that start with whitespace.
+//
+// Compiling writes a new file and renames it into place, so a reader sees the old
+// table or the new one, never half of one; open maps notice the change on their own.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/lmdb.h"
+#include "common/result.h"
+
+namespace tern::common {
+
+enum class MapSyntax {
+  kPostmap,  // key whitespace value
+  kAliases,  // key: value
+};
+
+// Parses a source file; errors name "path:line".
+Result<std::vector<std::pair<std::string, std::string>>> parse_map_source(const std::string& text,
+                                                                        const std::string& path, MapSyntax syntax);
+
+// Compiles "type:path" (or a bare path, taken as lmdb:) from its source file.
+Status compile_map(const std::string& spec, MapSyntax syntax);
+
+class Map {
+ public:
+  static Result<std::unique_ptr<Map>> open(const std::string& spec, MapSyntax syntax);
+  // The value, nullopt when absent; an error when the table cannot be read.
+  Result<std::optional<std::string>> lookup(const std::string& key);
+  const std::string& spec() const { return spec_; }
+
+ private:
+  Map() = default;
+  Status refresh();
+  std::string spec_;
+  std::string type_;
+  std::string path_;        // the file actually read
+  MapSyntax syntax_ = MapSyntax::kPostmap;
+  struct timespec mtime_ = {0, 0};
+  ino_t inode_ = 0;
+  std::unique_ptr<lmdb::Env> env_;
+  MDB_dbi dbi_ = 0;
+  std::vector<std::pair<std::string, std::string>> text_;  // texthash: sorted entries
+};
+
+}  // namespace tern::common

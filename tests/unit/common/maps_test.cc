@@ -1,0 +1,82 @@
+#include "common/maps.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <fstream>
+
+using namespace tern::common;
+
+namespace {
+std::string temp_dir() {
+  char tmpl[] = "/tmp/tern-maps-test-XXXXXX";
+  REQUIRE(::mkdtemp(tmpl) != nullptr);
+  return tmpl;
+}
+void write(const std::string& path, const std::string& text) {
+  std::ofstream(path) << text;
+}
+}  // namespace
+
+TEST_CASE("aliases(5) syntax") {
+  auto e = parse_map_source(
+      "# comment\n"
+      "postmaster: root\n"
+      "Root:\talice, bob@example.org,\n"
+      "   \"|/usr/bin/procmail\"\n"
+      "\"quoted name\": /var/log/file\n"
+      "list: :include:/etc/tern/list\n",
+      "/etc/aliases", MapSyntax::kAliases);
+  REQUIRE(e.ok());
+  REQUIRE(e->size() == 4);
+  CHECK((*e)[0] == std::make_pair(std::string("postmaster"), std::string("root")));
+  CHECK((*e)[1].first == "root");
+  CHECK((*e)[1].second == "alice, bob@example.org, \"|/usr/bin/procmail\"");
+  CHECK((*e)[2].first == "quoted name");
+  CHECK((*e)[3].second == ":include:/etc/tern/list");
+}
+
+TEST_CASE("map source errors name file and line") {
+  auto a = parse_map_source("ok: x\nbroken line\n", "/etc/aliases", MapSyntax::kAliases);
+  REQUIRE_FALSE(a.ok());
+  CHECK(a.error().message == "/etc/aliases:2: missing ':' after the alias name");
+  auto b = parse_map_source("  leading continuation\n", "/t", MapSyntax::kPostmap);
+  REQUIRE_FALSE(b.ok());
+  CHECK(b.error().message.rfind("/t:1:", 0) == 0);
+  auto c = parse_map_source("keyonly\n", "/t", MapSyntax::kPostmap);
+  REQUIRE_FALSE(c.ok());
+  CHECK(c.error().message == "/t:1: no value for 'keyonly'");
+}
+
+TEST_CASE("compiled lmdb maps, hash: compatibility, and replacement while open") {
+  std::string dir = temp_dir();
+  std::string src = dir + "/virtual";
+  write(src, "info@example.com   alice@example.com\n@example.org   catchall@example.com\nMixed@Case.Test x\n");
+  REQUIRE(compile_map("lmdb:" + src, MapSyntax::kPostmap).ok());
+  auto m = Map::open("hash:" + src, MapSyntax::kPostmap);
+  REQUIRE(m.ok());
+  CHECK((*m)->lookup("info@example.com").value() == std::optional<std::string>("alice@example.com"));
+  CHECK((*m)->lookup("INFO@Example.COM").value() == std::optional<std::string>("alice@example.com"));
+  CHECK((*m)->lookup("mixed@case.test").value() == std::optional<std::string>("x"));
+  CHECK_FALSE((*m)->lookup("nobody@example.com").value().has_value());
+  // Recompile with new content: the open map sees it.
+  write(src, "info@example.com   bob@example.com\n");
+  REQUIRE(compile_map(src, MapSyntax::kPostmap).ok());
+  CHECK((*m)->lookup("info@example.com").value() == std::optional<std::string>("bob@example.com"));
+  CHECK_FALSE((*m)->lookup("@example.org").value().has_value());
+}
+
+TEST_CASE("texthash maps and missing tables") {
+  std::string dir = temp_dir();
+  write(dir + "/t", "a 1\nb 2\na 3\n");
+  auto m = Map::open("texthash:" + dir + "/t", MapSyntax::kPostmap);
+  REQUIRE(m.ok());
+  CHECK((*m)->lookup("a").value() == std::optional<std::string>("3"));
+  CHECK((*m)->lookup("b").value() == std::optional<std::string>("2"));
+  auto missing = Map::open("lmdb:" + dir + "/nothing", MapSyntax::kPostmap);
+  REQUIRE_FALSE(missing.ok());
+  CHECK(missing.error().message.find("ternctl postmap") != std::string::npos);
+  CHECK_FALSE(Map::open("mysql:/etc/x", MapSyntax::kPostmap).ok());
+  CHECK_FALSE(Map::open("lmdb:relative/path", MapSyntax::kPostmap).ok());
+}
