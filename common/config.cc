@@ -18,8 +18,8 @@ constexpr int kMaxExpansionDepth = 20;  // deeper is a reference loop
 // A value that names another key several times, at every level, grows exponentially
 // ("a = $b$b$b", "b = $c$c$c", ...): bound the work and the result, so that such a
 // file is an error rather than a hang or an out-of-memory kill.
-constexpr size_t kMaxExpandedBytes = 1 << 20;
-constexpr size_t kMaxExpansionRefs = 10000;
+constexpr size_t kMaxExpandedBytes = 256 << 10;
+constexpr size_t kMaxExpansionRefs = 1000;
 constexpr size_t kMaxConfigBytes = 4 << 20;  // a config file is small; refuse junk
 
 bool valid_key_name(std::string_view k) {

@@ -48,16 +48,25 @@ size_t utf8_len(std::string_view s, size_t i) {
   return n;
 }
 
+// inet_pton reads a C string: a NUL inside the literal would end it early and let
+// whatever follows through unchecked (found by tests/fuzz/smtp_address_fuzz.cc).
+bool only_chars(std::string_view s, const char* allowed) {
+  for (char c : s) {
+    if (c == '\0' || !std::strchr(allowed, c)) return false;
+  }
+  return true;
+}
+
 bool valid_ipv4(std::string_view s) {
   // inet_pton accepts exactly dotted-quad decimal, which is RFC 5321's IPv4-address-literal.
-  if (s.empty() || s.size() > 15) return false;
+  if (s.empty() || s.size() > 15 || !only_chars(s, "0123456789.")) return false;
   std::string z(s);
   in_addr a;
   return ::inet_pton(AF_INET, z.c_str(), &a) == 1;
 }
 
 bool valid_ipv6(std::string_view s) {
-  if (s.empty() || s.size() > 45) return false;
+  if (s.empty() || s.size() > 45 || !only_chars(s, "0123456789abcdefABCDEF:.")) return false;
   std::string z(s);
   in6_addr a;
   return ::inet_pton(AF_INET6, z.c_str(), &a) == 1;
@@ -157,6 +166,7 @@ Result<std::string> read_domain(std::string_view in, size_t& i, bool utf8, bool&
     size_t close = in.find(']', i);
     if (close == std::string_view::npos) return bad("unterminated address literal");
     std::string_view inner = in.substr(i + 1, close - i - 1);
+    if (close - i + 1 > kMaxDomain) return bad("address literal too long");
     if (!valid_address_literal(inner)) return bad("bad address literal");
     literal = true;
     std::string out(in.substr(i, close - i + 1));

@@ -211,32 +211,53 @@ Result<std::pair<std::string, UniqueFd>> recv_fd(int sock, size_t max_payload) {
   return std::make_pair(std::move(buf), std::move(got));
 }
 
+namespace {
+constexpr uint64_t kAcceptBackoffMs = 100;  // how long a listener rests when out of fds
+}  // namespace
+
 Listener::Listener(ev::Loop& loop, UniqueFd fd, std::string name) : fd_(std::move(fd)), name_(std::move(name)) {
   int fl = ::fcntl(fd_.get(), F_GETFL);
   ::fcntl(fd_.get(), F_SETFL, fl | O_NONBLOCK);
   watch_ = std::make_unique<ev::FdWatch>(loop, fd_.get());
+  backoff_ = std::make_unique<ev::Timer>(loop);
 }
 
-Listener::~Listener() { watch_.reset(); }
+Listener::~Listener() {
+  backoff_.reset();
+  watch_.reset();
+}
 
 void Listener::start(OnAccept cb) {
   cb_ = std::move(cb);
   paused_ = false;
-  watch_->start(UV_READABLE, [this](int, int) {
-    // Accept a bounded batch per wakeup so one busy port cannot starve the others.
-    for (int i = 0; i < 64 && !paused_; ++i) {
-      int c = ::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-      if (c < 0) {
-        if (errno == EINTR || errno == ECONNABORTED) continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK) {
-          // EMFILE/ENFILE: back off briefly rather than spin.
-          log::warning("accept on %s: %s", name_.c_str(), std::strerror(errno));
-        }
-        return;
+  if (!backing_off_) watch_->start(UV_READABLE, [this](int, int) { on_readable(); });
+}
+
+void Listener::on_readable() {
+  // Accept a bounded batch per wakeup so one busy port cannot starve the others.
+  for (int i = 0; i < 64 && !paused_ && !backing_off_; ++i) {
+    int c = ::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (c < 0) {
+      const int err = errno;
+      if (err == EAGAIN || err == EWOULDBLOCK) return;
+      // The connection died before we took it, or (Linux accept(2)) a network error
+      // already pending on it: only that connection is lost.
+      if (err == EINTR || err == ECONNABORTED || err == EPROTO || err == ENETDOWN || err == ENOPROTOOPT ||
+          err == EHOSTDOWN || err == ENONET || err == EHOSTUNREACH || err == EOPNOTSUPP || err == ENETUNREACH) {
+        continue;
       }
-      cb_(UniqueFd(c));
+      log::warning("accept on %s: %s -- pausing %llu ms", name_.c_str(), std::strerror(err),
+                   static_cast<unsigned long long>(kAcceptBackoffMs));
+      backing_off_ = true;
+      watch_->stop();
+      backoff_->start(kAcceptBackoffMs, [this] {
+        backing_off_ = false;
+        if (!paused_ && cb_) start(cb_);
+      });
+      return;
     }
-  });
+    cb_(UniqueFd(c));
+  }
 }
 
 void Listener::pause() {

@@ -54,11 +54,16 @@ class Listener {
   const std::string& name() const { return name_; }
 
  private:
+  void on_readable();
   UniqueFd fd_;
   std::string name_;
   std::unique_ptr<ev::FdWatch> watch_;
+  // Out of file descriptors (EMFILE, ENFILE): the pending connection stays readable,
+  // so stop watching for a moment instead of spinning on accept().
+  std::unique_ptr<ev::Timer> backoff_;
   OnAccept cb_;
   bool paused_ = false;
+  bool backing_off_ = false;
 };
 
 // A listening socket received from the parent.

@@ -15,7 +15,7 @@ int main(int argc, char** argv) {
   spec.name = "tern-mra";
   spec.log_service = "imap-login";
   spec.post_jail = [&](DaemonContext& ctx) -> Status {
-    server = std::make_unique<RefuseServer>(ctx, std::vector<std::pair<std::string, std::string>>{{"imap", "* BYE [UNAVAILABLE] Service not available\\r\\n"}, {"pop3", "-ERR [SYS/TEMP] Service not available\\r\\n"}}, "");
+    server = std::make_unique<RefuseServer>(ctx, std::vector<std::pair<std::string, std::string>>{{"imap", "* BYE [UNAVAILABLE] Service not available\r\n"}, {"pop3", "-ERR [SYS/TEMP] Service not available\r\n"}}, "");
     ctx.on_stop = [&] {
       server->stop();
       ctx.loop->stop();

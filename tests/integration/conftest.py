@@ -1,7 +1,27 @@
 """pytest wiring: the `tern` fixture gives each test its own running Tern."""
+import sys
+
 import pytest
 
 import tern_harness
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    # Lets fixtures see whether the test failed (request.node.rep_call).
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+def _finish(request, inst):
+    """Stops an instance; removes its directory unless the test failed (kept to look at)."""
+    inst.stop()
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        sys.stderr.write(f"\nkept {inst.dir} (config, maillog, master.stderr) of the failed test\n")
+    else:
+        inst.cleanup()
 
 
 @pytest.fixture
@@ -10,11 +30,11 @@ def tern(request):
     inst = tern_harness.Tern()
     inst.start()
     yield inst
-    inst.stop()
+    _finish(request, inst)
 
 
 @pytest.fixture
-def tern_factory():
+def tern_factory(request):
     """Make Tern instances with custom settings: tern_factory(settings={...}, start=True)."""
     made = []
 
@@ -27,4 +47,4 @@ def tern_factory():
 
     yield make
     for inst in made:
-        inst.stop()
+        _finish(request, inst)

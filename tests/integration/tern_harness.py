@@ -204,12 +204,28 @@ class Tern:
         return e
 
     def start(self, wait=True):
-        self.stderr = open(os.path.join(self.dir, "master.stderr"), "ab")
-        self.proc = subprocess.Popen([os.path.join(BIN, "tern-master"), "-c", self.conf_path],
-                                     stdout=self.stderr, stderr=self.stderr, env=self.env())
-        _live.append(self)
-        if wait:
-            self.wait_ready()
+        # free_port() only says a port was free a moment ago: a test running in
+        # parallel may take it first. Then tern-master exits naming the port in use,
+        # and we try again on fresh ports (only ports this harness chose).
+        for attempt in range(5):
+            self.stderr = open(os.path.join(self.dir, "master.stderr"), "ab")
+            self.proc = subprocess.Popen([os.path.join(BIN, "tern-master"), "-c", self.conf_path],
+                                         stdout=self.stderr, stderr=self.stderr, env=self.env())
+            if self not in _live:
+                _live.append(self)
+            if not wait:
+                return self
+            try:
+                self.wait_ready()
+                return self
+            except RuntimeError as e:
+                ours = all(str(self.settings.get(k)) == str(v) for k, v in self.ports.items())
+                if "Address already in use" not in str(e) or not ours or attempt == 4:
+                    raise
+                self.stderr.close()
+                self.ports = {k: free_port(self.address) for k in self.PORT_KEYS}
+                self.settings.update({k: str(v) for k, v in self.ports.items()})
+                self.write_config()
         return self
 
     def wait_ready(self, timeout=20):

@@ -1,6 +1,7 @@
 """tern-master: starting, supervising, reloading and stopping the daemons."""
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import subprocess
@@ -215,3 +216,4 @@ def test_dev_default_runs_without_config(tmp_path):
         out, err = p.communicate(timeout=20)
     assert p.returncode == 0
     assert "Tern is running (development default)" in err
+    shutil.rmtree(tmp, ignore_errors=True)

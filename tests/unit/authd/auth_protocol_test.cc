@@ -6,7 +6,7 @@
 namespace ap = tern::common::auth_protocol;
 
 TEST_CASE("tab escaping round-trips every special byte") {
-  std::string s = std::string("a\tb\nc\rd\001e", 11);
+  std::string s = std::string("a\tb\nc\rd\001e", 9);
   std::string e = ap::tab_escape(s);
   CHECK(e.find('\t') == std::string::npos);
   CHECK(e.find('\n') == std::string::npos);

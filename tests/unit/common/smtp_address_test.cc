@@ -56,8 +56,8 @@ TEST_CASE("invalid paths are rejected", "[smtp_address]") {
       "<\"bad\x01ctl\"@x.org>", "<user@x.org> junk", "<us\x00er@x.org>", "<jürgen@example.org>",
       "<user@bücher.example>", "<@a.example:@b.example:u@c.example>", "<@:u@c.example>",
       "<postmaster>", "<user@example.org>>", "<<user@example.org>>", "<user\r@example.org>",
-      "<\"q\\\x7f\"@x.org>", "<user@" + std::string(64, 'a') + ".org>",
-      "<" + std::string(300, 'a') + "@x.org>", "<u@" + std::string(250, 'a') + ".example>",
+      "<\"q\\\x7f\"@x.org>", std::string("<u@[IPv6:2001:db8::\0\xfd]>", 23), std::string("<u@[1.2.3.4\0]>", 14), "<user@" + std::string(64, 'a') + ".org>",
+      "<" + std::string(300, 'a') + "@x.org>", "<u@[x:" + std::string(300, 'a') + "]>", "<u@" + std::string(250, 'a') + ".example>",
   };
   for (const std::string& in : bad) {
     INFO(in);

@@ -4,9 +4,12 @@
 
 #include <catch2/catch.hpp>
 
+#include "common/log.h"
+
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -296,4 +299,65 @@ TEST_CASE("take_listen_fds reads LISTEN_FDS/LISTEN_FDNAMES for this pid only", "
   }
   if (save3 >= 0) ::dup2(save3, 3), ::close(save3); else ::close(3);
   if (save4 >= 0) ::dup2(save4, 4), ::close(save4); else ::close(4);
+}
+
+TEST_CASE("Listener out of file descriptors backs off instead of spinning, then recovers", "[sockets]") {
+  ev::Loop loop;
+  Result<UniqueFd> lfd = net::bind_inet("127.0.0.1", 0);
+  REQUIRE(lfd);
+  const uint16_t port = net::local_port(lfd->get());
+  net::Listener listener(loop, std::move(lfd).value(), "smtp");
+  std::vector<UniqueFd> accepted;
+  listener.start([&](UniqueFd c) { accepted.push_back(std::move(c)); });
+
+  // Clients wait in the kernel backlog; their sockets exist before the limit drops.
+  std::vector<UniqueFd> clients;
+  for (int i = 0; i < 3; ++i) {
+    UniqueFd c(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(c.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
+    clients.push_back(std::move(c));
+  }
+
+  // Warnings go to a file, so they can be counted.
+  char tmpl[] = "/tmp/tern-accept-log-XXXXXX";
+  int lf = ::mkstemp(tmpl);
+  REQUIRE(lf >= 0);
+  ::close(lf);
+  log::Options saved = log::options(), o;
+  o.sink = log::Sink::kFile;
+  o.file = tmpl;
+  log::init(o);
+
+  // No descriptor left for accept(): the lowest free number becomes the limit.
+  rlimit old{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &old) == 0);
+  int lowest = ::fcntl(0, F_DUPFD, 0);
+  REQUIRE(lowest >= 0);
+  ::close(lowest);
+  rlimit tight = old;
+  tight.rlim_cur = static_cast<rlim_t>(lowest);
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &tight) == 0);
+  for (int i = 0; i < 50; ++i) uv_run(loop.get(), UV_RUN_NOWAIT);
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &old) == 0);
+  log::init(saved);
+  CHECK(accepted.empty());
+
+  // 50 turns of the loop with connections pending: one attempt and one warning, not 50.
+  std::ifstream in(tmpl);
+  std::vector<std::string> lines;
+  for (std::string l; std::getline(in, l);) lines.push_back(l);
+  ::unlink(tmpl);
+  REQUIRE(lines.size() == 1);
+  CHECK(lines[0].find("warning: accept on smtp: Too many open files -- pausing 100 ms") != std::string::npos);
+
+  // With descriptors again, the listener resumes on its own and takes every client.
+  ev::Timer deadline(loop);
+  bool expired = false;
+  deadline.start(20000, [&] { expired = true; });
+  while (accepted.size() < 3 && !expired) uv_run(loop.get(), UV_RUN_ONCE);
+  CHECK(accepted.size() == 3);
 }

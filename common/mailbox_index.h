@@ -1,0 +1,180 @@
+// The per-user mailbox index (DESIGN.md 3): one LMDB environment per user, next to
+// the mail, holding for every mailbox (INBOX and each Maildir++ folder) the IMAP
+// state that the file names alone cannot give:
+//
+//   UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ, message count and bytes (for quota);
+//   per message: UID <-> maildir base name, current file name, flags, MODSEQ,
+//   size (as stored, LF) and virtual size (CRLF, RFC822.SIZE), internal date, save
+//   date, and room for the cached IMAP ENVELOPE and BODYSTRUCTURE;
+//   the expunge log (MODSEQ -> UID) for QRESYNC's VANISHED (RFC 7162).
+//
+// Who uses it:
+//   - tern-mda / tern-deliver (the delivering writer): after a message is safely in
+//     new/ (maildir::Delivery::commit), add_delivered() gives it the next UID, so
+//     tern-mra sees it with that UID at once.
+//   - tern-mra session workers (IMAP/POP3; reader and writer): sync() before
+//     SELECT/NOOP/IDLE wake-ups, messages()/status()/changes_since() to build
+//     views, set_flags() (renames the file to the new ":2,flags" and bumps MODSEQ),
+//     expunge() (unlinks the file, logs the UID), set_cache() for fetched data.
+//
+// Consistency with the Maildir (which other programs may change behind our back:
+// Dovecot, mutt, a shell user, an rsync):
+//   - A file is identified by its maildir base name (the part before ":2,"), which
+//     no Maildir program ever changes, so a flag rename or a new/ -> cur/ move is a
+//     change of the same message, never a new one: never listed twice.
+//   - sync() runs inside one LMDB write transaction, which is also the
+//     cross-process writer lock (LMDB allows one writer at a time, across
+//     processes, and recovers the lock from a writer killed with -9). The directory
+//     scan happens while it is held, so two syncs, or a sync and a delivery, cannot
+//     interleave their view of the directory.
+//   - A file present in the index but missing from a scan is only expunged if a
+//     second scan misses it too (readdir may miss an entry renamed while the scan
+//     runs: POSIX leaves it unspecified). New files get UIDs in name order (the
+//     names start with the delivery time). UIDNEXT only grows: a UID is never reused,
+//     not even after an expunge or a re-add of the same base name.
+//   - A delivery renames into new/ first and indexes second. A crash in between
+//     leaves a file the index does not know; the next sync adds it: never lost.
+//     add_delivered() for a base that a sync already added returns the existing UID.
+//   - If the index is lost, it is rebuilt by sync() with a new UIDVALIDITY (seconds
+//     since the epoch, as Dovecot does), so IMAP clients resynchronise.
+//
+// Concurrency inside one process: LMDB allows one environment per file per process,
+// so open() returns a shared instance per path; its methods are safe to call from
+// several threads (the environment is opened MDB_NOTLS; each call runs its own
+// transaction). Read calls use short read transactions and never block writers.
+//
+// File layout: "<root maildir>/tern-index" and "tern-index-lock" (MDB_NOSUBDIR),
+// owned by the mailbox owner, mode 0600.
+//
+// Not here: parsing messages (the cached envelope/bodystructure are opaque bytes
+// produced by tern-mra), IMAP sequence numbers (a session's view), keywords' names
+// (maildir keyword letters are stored in `flags` as Dovecot does; the letter-to-name
+// map is dovecot-keywords, read by tern-mra).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/lmdb.h"
+#include "common/maildir.h"
+#include "common/result.h"
+
+namespace tern::common::index {
+
+struct MailboxStatus {
+  uint32_t uid_validity = 0;
+  uint32_t uid_next = 1;
+  uint64_t highest_modseq = 1;   // RFC 7162: starts at 1; every change makes it bigger
+  uint32_t messages = 0;
+  uint64_t bytes = 0;            // sum of sizes as stored
+};
+
+struct MessageRecord {
+  uint32_t uid = 0;
+  std::string base;              // maildir base name (stable)
+  std::string file;              // current file name within new/ or cur/
+  bool in_new = false;           // in new/ (\Recent in IMAP4rev1 terms)
+  std::string flags;             // maildir flag letters, normalised: D F P R S T and a-z keywords
+  uint64_t modseq = 0;
+  uint64_t size = 0;             // bytes as stored (LF line ends)
+  uint64_t vsize = 0;            // RFC822.SIZE (CRLF line ends)
+  int64_t internal_date = 0;     // seconds since the epoch
+  int64_t save_date = 0;         // when it entered this mailbox
+  std::string envelope;          // cached IMAP ENVELOPE; empty when not cached
+  std::string bodystructure;     // cached IMAP BODYSTRUCTURE; empty when not cached
+
+  std::string path(const std::string& mailbox_dir) const {
+    return mailbox_dir + (in_new ? "/new/" : "/cur/") + file;
+  }
+};
+
+// What a sync changed.
+struct SyncResult {
+  uint32_t added = 0;
+  uint32_t expunged = 0;
+  uint32_t changed = 0;   // flags or location changed by another program
+};
+
+// How set_flags() combines (IMAP STORE FLAGS / +FLAGS / -FLAGS).
+enum class FlagMode { kReplace, kAdd, kRemove };
+
+// A change since a MODSEQ, for CONDSTORE/QRESYNC and for IDLE.
+struct Changes {
+  std::vector<MessageRecord> changed;   // added or flag-changed, MODSEQ > since
+  std::vector<uint32_t> expunged;       // UIDs expunged with MODSEQ > since
+  MailboxStatus status;
+};
+
+class MailboxIndex {
+ public:
+  struct Options {
+    maildir::Fsync fsync = maildir::Fsync::kYes;  // kNo opens LMDB with MDB_NOSYNC
+  };
+  // Opens (creating) the index of the user whose root maildir is `root`; one shared
+  // instance per path in this process.
+  static Result<std::shared_ptr<MailboxIndex>> open(const std::string& root, Options options);
+  static Result<std::shared_ptr<MailboxIndex>> open(const std::string& root) { return open(root, Options{}); }
+  ~MailboxIndex();
+
+  const std::string& root() const { return root_; }
+  // The directory of a mailbox ("INBOX", "Sent", "Lists/tern").
+  Result<std::string> mailbox_dir(std::string_view mailbox) const;
+
+  // --- the delivering writer ------------------------------------------------
+  // Records a file just committed into `mailbox` and returns its UID (the existing
+  // one when a sync already found it).
+  Result<uint32_t> add_delivered(std::string_view mailbox, const std::string& file, bool in_new, uint64_t size,
+                                 uint64_t vsize, int64_t internal_date);
+
+  // --- readers and the IMAP writer -----------------------------------------
+  // Reconciles the index with the mailbox directory (see the header comment).
+  // kNotFound when the mailbox directory does not exist (nothing is expunged).
+  Result<SyncResult> sync(std::string_view mailbox);
+  Result<MailboxStatus> status(std::string_view mailbox);
+  // Every message, by ascending UID.
+  Result<std::vector<MessageRecord>> messages(std::string_view mailbox);
+  Result<MessageRecord> message(std::string_view mailbox, uint32_t uid);
+  Result<Changes> changes_since(std::string_view mailbox, uint64_t modseq);
+  // Changes a message's flags: renames the file (into cur/) and bumps MODSEQ. With
+  // unchanged_since (CONDSTORE UNCHANGEDSINCE), a message whose MODSEQ is greater is
+  // left alone and kExists is returned. kNotFound for an unknown UID or a file that
+  // is gone (it was expunged by another program: sync).
+  Result<MessageRecord> set_flags(std::string_view mailbox, uint32_t uid, std::string_view flags, FlagMode mode,
+                                  std::optional<uint64_t> unchanged_since = std::nullopt);
+  // Removes messages: unlinks the files, drops the records, logs the UIDs.
+  // Unknown UIDs are ignored. Returns the UIDs actually expunged.
+  Result<std::vector<uint32_t>> expunge(std::string_view mailbox, const std::vector<uint32_t>& uids);
+  // Stores cached ENVELOPE / BODYSTRUCTURE (empty leaves a field as it is).
+  Status set_cache(std::string_view mailbox, uint32_t uid, std::string_view envelope, std::string_view bodystructure);
+  // Bytes and messages in every mailbox of the user, for quota.
+  struct Usage {
+    uint64_t bytes = 0;
+    uint64_t messages = 0;
+  };
+  Result<Usage> usage();
+  // Mailboxes known to the index.
+  Result<std::vector<std::string>> mailboxes();
+
+  struct Meta;  // a mailbox's stored state (internal)
+
+ private:
+  struct Dbs;
+  MailboxIndex();
+  // The mailbox's meta record, created (with a new UIDVALIDITY) when absent.
+  Result<Meta> get_meta(lmdb::Txn& txn, const std::string& mailbox, bool create);
+  Status put_meta(lmdb::Txn& txn, const std::string& mailbox, const Meta& meta);
+  Result<MessageRecord> get_record(lmdb::Txn& txn, uint32_t id, uint32_t uid);
+  Status put_record(lmdb::Txn& txn, uint32_t id, const MessageRecord& rec);
+  Status drop_record(lmdb::Txn& txn, Meta& meta, const MessageRecord& rec);
+  std::string root_;
+  maildir::Fsync fsync_ = maildir::Fsync::kYes;
+  std::unique_ptr<lmdb::Env> env_;
+  std::unique_ptr<Dbs> dbs_;
+};
+
+}  // namespace tern::common::index

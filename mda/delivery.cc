@@ -1,0 +1,381 @@
+#include "mda/delivery.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <list>
+#include <mutex>
+
+#include "common/mailbox_index.h"
+#include "common/text.h"
+
+namespace tern::mda {
+
+using common::Error;
+using common::ErrorKind;
+using common::Result;
+using common::Status;
+using common::smtp::Reply;
+
+namespace {
+
+Outcome temp_failure(std::string log) {
+  return Outcome{Reply(451, "4.3.0", "Temporary internal failure"), std::move(log), "", 0};
+}
+
+Outcome failure_for(const Error& e, const Settings& s, const std::string& where) {
+  switch (e.kind) {
+    case ErrorKind::kNoQuota:
+      return Outcome{s.quota_full_tempfail ? Reply(452, "4.2.2", "Mailbox is full") : Reply(552, "5.2.2", "Mailbox is full"),
+                     "save failed to " + where + ": Quota exceeded (" + e.message + ")", where, 0};
+    case ErrorKind::kInUse:
+      return Outcome{Reply(451, "4.2.0", "Mailbox is locked, try again later"), "save failed to " + where + ": " + e.message,
+                     where, 0};
+    default:
+      if (e.message.find("No space left") != std::string::npos || e.message.find("Disk quota") != std::string::npos) {
+        return Outcome{Reply(452, "4.3.1", "Insufficient system storage"), "save failed to " + where + ": " + e.message,
+                       where, 0};
+      }
+      return temp_failure("save failed to " + where + ": " + e.message);
+  }
+}
+
+std::string header_block(const Envelope& env) {
+  std::string h;
+  if (env.return_path) h += "Return-Path: <" + env.sender + ">\n";
+  if (!env.recipient.empty()) h += "Delivered-To: " + env.recipient + "\n";
+  h += env.received;
+  return h;
+}
+
+bool is_dir(const std::string& p) {
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+bool is_file(const std::string& p) {
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+// Creates the directories of `path` below `home` (mode 0700), as the user.
+Status make_parents(const std::string& path) {
+  for (size_t i = 1; i < path.size(); ++i) {
+    if (path[i] != '/') continue;
+    std::string p = path.substr(0, i);
+    if (::mkdir(p.c_str(), 0700) < 0 && errno != EEXIST) return common::errno_error("mkdir " + p, errno);
+  }
+  return {};
+}
+
+// Recently used mailbox indexes stay open: opening an LMDB environment (open, mmap,
+// reader-table check) for every delivery would cost more than the delivery's own
+// writes. Bounded, so a stream of mail to many users keeps at most kOpenIndexes open.
+constexpr size_t kOpenIndexes = 64;
+
+Result<std::shared_ptr<common::index::MailboxIndex>> open_index(const std::string& root, maildir::Fsync fsync) {
+  static std::mutex mu;
+  static std::list<std::shared_ptr<common::index::MailboxIndex>> recent;
+  std::lock_guard<std::mutex> lk(mu);
+  for (auto it = recent.begin(); it != recent.end(); ++it) {
+    if ((*it)->root() == root) {
+      recent.splice(recent.begin(), recent, it);
+      return recent.front();
+    }
+  }
+  Result<std::shared_ptr<common::index::MailboxIndex>> idx =
+      common::index::MailboxIndex::open(root, common::index::MailboxIndex::Options{fsync});
+  if (!idx) return idx;
+  recent.push_front(*idx);
+  if (recent.size() > kOpenIndexes) recent.pop_back();
+  return idx;
+}
+
+Outcome deliver_maildir(const Settings& s, const MailUser& user, const Location& loc, const Envelope& env,
+                        const MessageSpool& body, maildir::DirSyncer* syncer) {
+  // A virtual user's home is made on first delivery, as Dovecot does.
+  if (!user.home.empty() && !is_dir(user.home)) {
+    if (Status p = make_parents(user.home + "/"); !p) return failure_for(p.error(), s, "INBOX");
+  }
+  if (!user.home.empty()) {
+    // A Maildir path that leaves the home through a symlink is refused (the home
+    // owner could otherwise point us at another user's mail).
+    if (Status c = maildir::check_within(user.home, loc.root); !c) return temp_failure(c.error().message);
+  }
+  if (Status p = make_parents(loc.root); !p) return failure_for(p.error(), s, "INBOX");
+  if (Status c = maildir::create_root(loc.root); !c) return failure_for(c.error(), s, "INBOX");
+  if (!user.home.empty()) {
+    if (Status c = maildir::check_within(user.home, loc.root); !c) return temp_failure(c.error().message);
+  }
+  std::string mailbox = "INBOX";
+  std::string dir = loc.root;
+  if (!env.folder.empty()) {
+    Result<std::string> fp = maildir::folder_path(loc.root, env.folder);
+    if (fp && is_dir(*fp + "/cur")) {
+      mailbox = env.folder;
+      dir = *fp;
+    }
+  }
+  Result<std::shared_ptr<common::index::MailboxIndex>> idx = open_index(loc.root, s.fsync);
+  if (!idx) return failure_for(idx.error(), s, mailbox);
+
+  const std::string headers = header_block(env);
+  const uint64_t size = headers.size() + body.size();
+  Result<Quota> quota = parse_quota_rule(user.quota_rule.empty() ? s.quota_rule : user.quota_rule);
+  if (!quota) return temp_failure("quota_rule: " + quota.error().message);
+  if (quota->bytes || quota->messages) {
+    Result<common::index::MailboxIndex::Usage> u = (*idx)->usage();
+    if (!u) return failure_for(u.error(), s, mailbox);
+    if ((quota->bytes && u->bytes + size > quota->bytes) || (quota->messages && u->messages + 1 > quota->messages)) {
+      return failure_for(common::make_error(ErrorKind::kNoQuota, "mailbox for user is full: " + std::to_string(u->bytes) +
+                                                                     " of " + std::to_string(quota->bytes) + " bytes, " +
+                                                                     std::to_string(u->messages) + " messages"),
+                         s, mailbox);
+    }
+  }
+
+  Result<maildir::Delivery> d = maildir::Delivery::begin(dir);
+  if (!d) return failure_for(d.error(), s, mailbox);
+  Status w = d->write(headers);
+  if (w) w = body.read([&](std::string_view chunk) { return d->write(chunk); });
+  if (!w) return failure_for(w.error(), s, mailbox);  // the Delivery's destructor unlinks tmp/
+  Result<std::string> name = d->commit(s.fsync, syncer);
+  if (!name) return failure_for(name.error(), s, mailbox);
+  Result<uint32_t> uid = (*idx)->add_delivered(mailbox, *name, true, d->size(), d->vsize(),
+                                               env.arrival ? env.arrival : ::time(nullptr));
+  Outcome o;
+  o.mailbox = mailbox;
+  if (uid) {
+    o.uid = *uid;
+    o.log = "saved mail to " + mailbox + " (uid=" + std::to_string(*uid) + ")";
+  } else {
+    // The message is safely on disk; the next sync gives it its UID.
+    o.log = "saved mail to " + mailbox + " (index update failed, the next sync adds it: " + uid.error().message + ")";
+  }
+  o.reply = Reply(250, "2.0.0", (env.recipient.empty() ? std::string("") : "<" + env.recipient + "> ") + "Saved");
+  return o;
+}
+
+Outcome deliver_mbox(const Settings& s, const MailUser& user, const Location& loc, const Envelope& env,
+                     const MessageSpool& body) {
+  std::string mailbox = "INBOX";
+  std::string path = loc.inbox;
+  if (!user.home.empty() && !is_dir(user.home)) {
+    if (Status p = make_parents(user.home + "/"); !p) return failure_for(p.error(), s, "INBOX");
+  }
+  if (!user.home.empty() && loc.root.rfind(user.home + "/", 0) == 0 && !is_dir(loc.root)) {
+    if (Status c = maildir::check_within(user.home, loc.root); !c) return temp_failure(c.error().message);
+    if (Status p = make_parents(loc.root + "/"); !p) return failure_for(p.error(), s, "INBOX");
+  }
+  if (!env.folder.empty() && !loc.root.empty()) {
+    Result<std::string> fp = maildir::folder_path(loc.root, env.folder);  // validates the name
+    if (fp) {
+      std::string candidate = loc.root + "/" + env.folder;
+      if (is_file(candidate)) {
+        mailbox = env.folder;
+        path = candidate;
+      }
+    }
+  }
+  if (!user.home.empty() && path.rfind(user.home + "/", 0) == 0) {
+    if (!is_dir(user.home)) {
+      if (Status p = make_parents(user.home + "/"); !p) return failure_for(p.error(), s, "INBOX");
+    }
+    if (Status p = make_parents(path); !p) return failure_for(p.error(), s, "INBOX");
+    if (Status c = maildir::check_within(user.home, path); !c) return temp_failure(c.error().message);
+  }
+  const std::string headers = header_block(env);
+  Result<Quota> quota = parse_quota_rule(user.quota_rule.empty() ? s.quota_rule : user.quota_rule);
+  if (!quota) return temp_failure("quota_rule: " + quota.error().message);
+  if (quota->bytes) {
+    struct stat st;
+    uint64_t used = ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+    if (used + headers.size() + body.size() > quota->bytes) {
+      return failure_for(common::make_error(ErrorKind::kNoQuota, "mailbox for user is full"), s, mailbox);
+    }
+  }
+  Result<mbox::Appender> a = mbox::Appender::begin(path, env.sender, env.arrival ? env.arrival : ::time(nullptr), s.locks);
+  if (!a) return failure_for(a.error(), s, mailbox);
+  Status w = a->write(headers);
+  if (w) w = body.read([&](std::string_view chunk) { return a->write(chunk); });
+  if (w) w = a->commit(s.fsync);
+  if (!w) return failure_for(w.error(), s, mailbox);  // rolled back to the old size
+  Outcome o;
+  o.mailbox = mailbox;
+  o.log = "saved mail to " + mailbox + " (mbox " + path + ")";
+  o.reply = Reply(250, "2.0.0", (env.recipient.empty() ? std::string("") : "<" + env.recipient + "> ") + "Saved");
+  return o;
+}
+
+}  // namespace
+
+Settings Settings::from_config(const common::Config& cfg) {
+  Settings s;
+  s.mail_location = cfg.str("mail_location");
+  s.hostname = cfg.str("myhostname");
+  s.recipient_delimiter = cfg.str("recipient_delimiter");
+  s.save_to_detail_mailbox = cfg.boolean("lmtp_save_to_detail_mailbox");
+  s.quota_full_tempfail = cfg.boolean("quota_full_tempfail");
+  s.quota_rule = cfg.str("quota_rule");
+  s.fsync = cfg.str("mail_fsync") == "never" ? maildir::Fsync::kNo : maildir::Fsync::kYes;
+  s.locks.dotlock = false;
+  s.locks.fcntl = false;
+  for (const std::string& l : cfg.list("mbox_write_locks")) {
+    if (l == "dotlock") s.locks.dotlock = true;
+    if (l == "fcntl") s.locks.fcntl = true;
+  }
+  s.locks.timeout_seconds = static_cast<int>(cfg.seconds("mbox_lock_timeout"));
+  s.locks.stale_seconds = static_cast<int>(cfg.seconds("mbox_dotlock_change_timeout"));
+  s.first_valid_uid = static_cast<uint64_t>(cfg.integer("first_valid_uid"));
+  s.last_valid_uid = static_cast<uint64_t>(cfg.integer("last_valid_uid"));
+  return s;
+}
+
+std::string expand_vars(const std::string& s, const MailUser& user) {
+  const size_t at = user.name.find('@');
+  const std::string n = user.name.substr(0, at);
+  const std::string d = at == std::string::npos ? "" : user.name.substr(at + 1);
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (i == 0 && s[0] == '~' && (s.size() == 1 || s[1] == '/')) {
+      out += user.home;
+    } else if (s[i] == '%' && i + 1 < s.size()) {
+      char c = s[++i];
+      if (c == 'u') out += user.name;
+      else if (c == 'n') out += n;
+      else if (c == 'd') out += d;
+      else if (c == 'h') out += user.home;
+      else if (c == '%') out += '%';
+      else {
+        out += '%';
+        out += c;
+      }
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+Result<Location> parse_location(const std::string& spec, const MailUser& user) {
+  size_t colon = spec.find(':');
+  if (colon == std::string::npos) return common::make_error(ErrorKind::kConfig, "mail location '" + spec + "' has no type (maildir: or mbox:)");
+  std::string type = common::to_lower(std::string_view(spec).substr(0, colon));
+  std::vector<std::string> parts = common::split(std::string_view(spec).substr(colon + 1), ':');
+  Location loc;
+  if (type != "maildir" && type != "mbox") {
+    return common::make_error(ErrorKind::kConfig, "mail location '" + spec + "': unknown type '" + type + "'");
+  }
+  loc.mbox = type == "mbox";
+  if (parts.empty() || parts[0].empty()) return common::make_error(ErrorKind::kConfig, "mail location '" + spec + "' has no path");
+  if ((parts[0][0] == '~' || spec.find("%h") != std::string::npos) && user.home.empty()) {
+    return common::make_error(ErrorKind::kConfig, "mail location '" + spec + "' needs a home directory and user " + user.name + " has none");
+  }
+  loc.root = expand_vars(parts[0], user);
+  for (size_t i = 1; i < parts.size(); ++i) {
+    const std::string& p = parts[i];
+    if (common::istarts_with(p, "INBOX=")) {
+      loc.inbox = expand_vars(p.substr(6), user);
+    } else if (common::istarts_with(p, "LAYOUT=") || common::istarts_with(p, "INDEX=") ||
+               common::istarts_with(p, "CONTROL=")) {
+      // Dovecot storage options that do not change where mail is delivered.
+    } else {
+      return common::make_error(ErrorKind::kConfig, "mail location '" + spec + "': unknown option '" + p + "'");
+    }
+  }
+  if (loc.mbox && loc.inbox.empty()) loc.inbox = loc.root + "/inbox";
+  if (loc.root[0] != '/' || (loc.mbox && loc.inbox[0] != '/')) {
+    return common::make_error(ErrorKind::kConfig, "mail location '" + spec + "' is not an absolute path for " + user.name);
+  }
+  return loc;
+}
+
+Result<Quota> parse_quota_rule(const std::string& rule_in) {
+  Quota q;
+  std::string_view rule = common::trim(rule_in);
+  if (rule.empty()) return q;
+  size_t colon = rule.find(':');
+  if (colon == std::string_view::npos || rule.substr(0, colon) != "*") {
+    return common::make_error(ErrorKind::kConfig, "quota_rule '" + std::string(rule) + "': expected *:storage=SIZE or *:messages=N");
+  }
+  for (const std::string& item : common::split(rule.substr(colon + 1), ':')) {
+    size_t eq = item.find('=');
+    if (eq == std::string::npos) {
+      if (item == "ignore" || item == "noenforcing") return Quota{};
+      return common::make_error(ErrorKind::kConfig, "quota_rule: bad item '" + item + "'");
+    }
+    std::string key = item.substr(0, eq), val = item.substr(eq + 1);
+    if (val.empty()) return common::make_error(ErrorKind::kConfig, "quota_rule: empty value for " + key);
+    uint64_t mult = 1;
+    char last = val.back();
+    if (!(last >= '0' && last <= '9')) {
+      switch (last) {
+        case 'b': case 'B': mult = 1; break;
+        case 'k': case 'K': mult = 1024; break;
+        case 'm': case 'M': mult = 1024ull * 1024; break;
+        case 'g': case 'G': mult = 1024ull * 1024 * 1024; break;
+        case 't': case 'T': mult = 1024ull * 1024 * 1024 * 1024; break;
+        default: return common::make_error(ErrorKind::kConfig, "quota_rule: bad unit in '" + item + "'");
+      }
+      val.pop_back();
+    } else if (key == "storage") {
+      mult = 1024;  // Dovecot: a bare storage= number is in kilobytes
+    }
+    std::optional<uint64_t> n = common::parse_u64(val);
+    if (!n) return common::make_error(ErrorKind::kConfig, "quota_rule: bad number in '" + item + "'");
+    if (key == "storage" || key == "bytes") {
+      q.bytes = *n * mult;
+    } else if (key == "messages") {
+      q.messages = *n * (mult == 1024 ? 1000 : mult);
+    } else {
+      return common::make_error(ErrorKind::kConfig, "quota_rule: unknown limit '" + key + "'");
+    }
+  }
+  return q;
+}
+
+LocalPart split_detail(const std::string& local, const std::string& delimiters) {
+  if (delimiters.empty()) return {local, ""};
+  size_t p = local.find_first_of(delimiters);
+  if (p == std::string::npos || p == 0) return {local, ""};
+  return {local.substr(0, p), local.substr(p + 1)};
+}
+
+std::string find_message_id(std::string_view head) {
+  size_t pos = 0;
+  while (pos < head.size()) {
+    size_t nl = head.find('\n', pos);
+    std::string_view line = head.substr(pos, nl == std::string_view::npos ? std::string_view::npos : nl - pos);
+    if (line.empty() || line == "\r") break;  // end of the header
+    if (common::istarts_with(line, "Message-ID:")) {
+      std::string_view v = common::trim(line.substr(11));
+      // Folded onto the next line?
+      if (v.empty() && nl != std::string_view::npos) {
+        size_t nl2 = head.find('\n', nl + 1);
+        v = common::trim(head.substr(nl + 1, nl2 == std::string_view::npos ? std::string_view::npos : nl2 - nl - 1));
+      }
+      return std::string(v.substr(0, 200));
+    }
+    if (nl == std::string_view::npos) break;
+    pos = nl + 1;
+  }
+  return "";
+}
+
+Outcome deliver(const Settings& s, const MailUser& user, const Envelope& env, const MessageSpool& body,
+                maildir::DirSyncer* syncer) {
+  // Who we write as: the mailbox owner, never root (DESIGN.md 2).
+  const uid_t me = ::geteuid();
+  if (me == 0) return temp_failure("refusing to deliver as root");
+  if (user.has_uid && user.uid != me) {
+    return temp_failure("user " + user.name + " has uid " + std::to_string(user.uid) + ", but this process runs as uid " +
+                        std::to_string(me) + " and writes only as that uid");
+  }
+  Result<Location> loc = parse_location(user.mail.empty() ? s.mail_location : user.mail, user);
+  if (!loc) return temp_failure(loc.error().message);
+  return loc->mbox ? deliver_mbox(s, user, *loc, env, body) : deliver_maildir(s, user, *loc, env, body, syncer);
+}
+
+}  // namespace tern::mda

@@ -1,0 +1,64 @@
+// The privileged delivery helper of tern-mda: delivers to system users, whose mail
+// must be written by a process running as that user.
+//
+// tern-mda parses LMTP and runs as mail_uid; it cannot become another user, and must
+// not be able to. When tern-master starts it as root, its pre_jail hook forks this
+// helper before dropping privilege. The helper keeps root, never touches the network
+// and never parses LMTP; it reads requests from tern-mda over a private
+// SOCK_SEQPACKET socketpair, one packet per request with the spooled message as a
+// passed file descriptor, and for each one:
+//   - looks the recipient up in tern-authd's userdb itself (it does not take the
+//     uid, home or mail location from tern-mda, so a compromised tern-mda can only
+//     deliver a message to a user's real mailbox, which LMTP lets anyone do);
+//   - refuses uid 0 and uids outside first_valid_uid..last_valid_uid;
+//   - forks a child that drops to the user's uid and gid for good (setgroups,
+//     setresgid, setresuid, verified) and runs the ordinary delivery code as the
+//     user, returning the outcome through a pipe.
+// Requests are handled one at a time. The helper exits when tern-mda goes away.
+//
+// The wire format is defined here, once, for both sides:
+//   request  "DELIVER" TAB key=value ... (user sender return_path recipient folder
+//            received arrival), values escaped (\t \n \\), plus one fd: the message
+//   reply    "DONE" TAB code=... enhanced=... text=... log=... mailbox=... uid=...
+// at most kMaxPacket bytes; anything malformed ends the helper (a bug or a
+// compromise, never a normal event).
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "common/config.h"
+#include "common/result.h"
+#include "common/unique_fd.h"
+#include "mda/delivery.h"
+#include "mda/lmtp_session.h"
+
+namespace tern::mda {
+
+inline constexpr size_t kMaxHelperPacket = 65536;
+
+std::string helper_escape(std::string_view s);
+std::string helper_unescape(std::string_view s);
+
+class DeliveryHelper {
+ public:
+  // Forks the helper (the caller is root). `close_fds` are closed in the helper
+  // (the listening sockets). Returns the client side for tern-mda.
+  static common::Result<std::unique_ptr<DeliveryHelper>> start(const common::Config& cfg,
+                                                                const std::vector<int>& close_fds);
+  ~DeliveryHelper();
+
+  // Blocking; thread-safe (one request at a time). Used from the threadpool.
+  Outcome deliver(const DeliveryJob& job, const MessageSpool& body);
+
+ private:
+  DeliveryHelper(common::UniqueFd sock, pid_t pid) : sock_(std::move(sock)), pid_(pid) {}
+  std::mutex mu_;
+  common::UniqueFd sock_;
+  pid_t pid_;
+};
+
+}  // namespace tern::mda

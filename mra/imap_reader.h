@@ -1,0 +1,124 @@
+// ImapReader: frames an IMAP client's byte stream into commands, with their literals.
+//
+// A parser, not I/O: feed() bytes as they arrive, then call next() until it says
+// kNeedMore. A command is one line, or several lines joined by literals
+// ("{n}" CRLF n-bytes, RFC 3501 4.3; "{n+}" LITERAL+, RFC 7888; "~{n}" literal8,
+// RFC 3516). The reader decides about each literal from its announcement alone,
+// before any of its bytes is read, and tells the I/O layer what to do:
+//
+//   kContinue        a synchronising literal is accepted: send "+ Ready", keep reading
+//   kLiteralRefused  a synchronising literal is too big: send the tagged reply in
+//                    refusal(); the client sends no data and the command is dropped
+//   kFatal           a line longer than max_line, or a non-synchronising literal
+//                    over the limit (its bytes are already on the way and cannot be
+//                    told apart from commands): send "* BYE" and close
+//
+// Bounds, each because the client controls the size: one line (max_line), a whole
+// command (max_command), a literal (max_literal; APPEND's message: max_append). A
+// literal announcing 1 GB is refused from its announcement. The reader holds at most
+// one command plus what was fed and not yet consumed; the I/O layer keeps that
+// bounded by not reading from the socket while buffered() is large (back-pressure),
+// so 100,000 pipelined commands cost no more memory than one.
+//
+// For AUTHENTICATE's responses and IDLE's "DONE", which are lines but not commands,
+// the session calls next_line() instead of next(). clear() drops everything buffered,
+// for STARTTLS (RFC 3501 6.2.1: nothing sent before the handshake is kept).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/line_reader.h"
+
+namespace tern::mra::imap {
+
+struct ReaderLimits {
+  // One line of a command. RFC 7162 3.2.2 asks servers to accept 8192 octets; Dovecot
+  // takes 64 KiB, which long UID sets from Thunderbird need.
+  size_t max_line = 65536;
+  // All lines and literals of one command except APPEND's message.
+  size_t max_command = 262144;
+  // One literal outside APPEND (a mailbox name, a search string, a password).
+  size_t max_literal = 65536;
+  // APPEND's message literal: the APPENDLIMIT (RFC 7889) the session announces.
+  uint64_t max_append = 50ull << 20;
+  // Whether {n+} is accepted (the session announces LITERAL+ when it is).
+  bool literal_plus = true;
+};
+
+// A literal inside RawCommand::text.
+struct LiteralSpan {
+  size_t brace = 0;   // offset of '{' (or '~' of a literal8) in text
+  size_t data = 0;    // offset of its first data byte (right after "}")
+  size_t size = 0;    // data bytes
+  bool binary = false;  // literal8 "~{n}" (RFC 3516)
+};
+
+// A framed command: its lines joined, each literal's data right after its "{n}",
+// line ends removed. Parse it with parse_command() (imap_parser.h).
+struct RawCommand {
+  std::string text;
+  std::vector<LiteralSpan> literals;
+};
+
+class ImapReader {
+ public:
+  enum class Status {
+    kNeedMore,        // nothing complete is buffered
+    kCommand,         // command() holds a whole command
+    kContinue,        // send a continuation request ("+ ..."); the literal follows
+    kLiteralRefused,  // send refusal(); the command is dropped
+    kFatal,           // send "* BYE " + error() and close the connection
+  };
+
+  explicit ImapReader(const ReaderLimits& limits = {});
+
+  void feed(std::string_view data) { lines_.feed(data); }
+  Status next();
+  // The command after kCommand; valid until the next call to next().
+  RawCommand& command() { return cmd_; }
+
+  // After kLiteralRefused: the complete tagged response line, without CRLF.
+  const std::string& refusal() const { return refusal_; }
+  // After kFatal: the reason, fit for "* BYE <reason>".
+  const std::string& error() const { return error_; }
+
+  // Raw line mode (AUTHENTICATE responses, IDLE's DONE). Returns kCommand with the
+  // line in `line` (without its line end), kNeedMore, or kFatal (too long).
+  Status next_line(std::string& line);
+
+  size_t buffered() const { return lines_.buffered(); }
+  // Everything fed and not consumed, byte for byte; the reader is cleared. For
+  // handing a connection to another process between commands.
+  std::string take_buffered() {
+    std::string s(lines_.peek());
+    clear();
+    return s;
+  }
+  void clear();
+  void set_limits(const ReaderLimits& limits);
+  const ReaderLimits& limits() const { return lim_; }
+
+ private:
+  Status on_line(std::string_view line);
+  void reset_command();
+
+  ReaderLimits lim_;
+  tern::common::LineReader lines_;
+  RawCommand cmd_;
+  bool in_literal_ = false;
+  uint64_t literal_left_ = 0;
+  bool is_append_ = false;
+  bool delivered_ = false;  // cmd_ was handed out and must be reset before reuse
+  std::string refusal_;
+  std::string error_;
+};
+
+// The tag at the start of a command line, if it is a valid tag (RFC 3501 9: 1*<any
+// ASTRING-CHAR except "+">), else "".
+std::string_view command_tag(std::string_view line);
+
+}  // namespace tern::mra::imap

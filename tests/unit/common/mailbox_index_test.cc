@@ -1,0 +1,326 @@
+// The per-user mailbox index: UIDs at delivery, sync with files other programs add,
+// remove and rename, flag changes, expunges, MODSEQ, persistence, and two processes
+// writing at once.
+#include <catch2/catch.hpp>
+
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <string>
+
+#include "common/mailbox_index.h"
+#include "common/maildir.h"
+
+using namespace tern::common;
+using namespace tern::common::index;
+
+namespace {
+
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char t[] = "/tmp/tern-index-test-XXXXXX";
+    path = ::mkdtemp(t);
+  }
+  ~TempDir() { std::system(("rm -rf '" + path + "'").c_str()); }
+};
+
+// Delivers like tern-mda does: file first, then the index.
+uint32_t deliver(MailboxIndex& idx, const std::string& dir, const std::string& text, std::string mailbox = "INBOX") {
+  Result<maildir::Delivery> d = maildir::Delivery::begin(dir);
+  REQUIRE(d.ok());
+  REQUIRE(d->write(text).ok());
+  Result<std::string> name = d->commit(maildir::Fsync::kNo, nullptr);
+  REQUIRE(name.ok());
+  Result<uint32_t> uid = idx.add_delivered(mailbox, *name, true, d->size(), d->vsize(), 1700000000);
+  REQUIRE(uid.ok());
+  return *uid;
+}
+
+// Every file in the maildir is in the index exactly once, and the reverse.
+void check_agrees(MailboxIndex& idx, const std::string& dir, std::string mailbox = "INBOX") {
+  auto files = maildir::list(dir);
+  REQUIRE(files.ok());
+  auto recs = idx.messages(mailbox);
+  REQUIRE(recs.ok());
+  std::set<std::string> fb, rb;
+  std::set<uint32_t> uids;
+  for (auto& f : *files) CHECK(fb.insert(f.parsed.base).second);
+  for (auto& r : *recs) {
+    CHECK(rb.insert(r.base).second);
+    CHECK(uids.insert(r.uid).second);
+    struct stat st;
+    CHECK(::stat(r.path(dir).c_str(), &st) == 0);
+  }
+  CHECK(fb == rb);
+  auto st = idx.status(mailbox);
+  REQUIRE(st.ok());
+  CHECK(st->messages == recs->size());
+  if (!recs->empty()) CHECK(st->uid_next > recs->back().uid);
+}
+
+}  // namespace
+
+TEST_CASE("UIDs are assigned at delivery, in order", "[mailbox_index]") {
+  TempDir t;
+  std::string root = t.path + "/Maildir";
+  REQUIRE(maildir::create_root(root).ok());
+  auto idx = MailboxIndex::open(root);
+  REQUIRE(idx.ok());
+  CHECK(deliver(**idx, root, "a\n") == 1);
+  CHECK(deliver(**idx, root, "b\nc\n") == 2);
+  auto st = (*idx)->status("INBOX");
+  REQUIRE(st.ok());
+  CHECK(st->uid_next == 3);
+  CHECK(st->messages == 2);
+  CHECK(st->bytes == 6);
+  CHECK(st->uid_validity > 0);
+  CHECK(st->highest_modseq >= 3);
+  auto recs = (*idx)->messages("inbox");
+  REQUIRE(recs.ok());
+  REQUIRE(recs->size() == 2);
+  CHECK((*recs)[1].vsize == 6);
+  CHECK((*recs)[1].in_new);
+  // A sync right after finds nothing new: never listed twice.
+  auto s = (*idx)->sync("INBOX");
+  REQUIRE(s.ok());
+  CHECK(s->added == 0);
+  CHECK(s->expunged == 0);
+  check_agrees(**idx, root);
+  // The same instance is shared within the process.
+  auto again = MailboxIndex::open(root);
+  CHECK(again->get() == idx->get());
+}
+
+TEST_CASE("sync picks up files added, renamed and removed by other programs", "[mailbox_index]") {
+  TempDir t;
+  std::string root = t.path + "/Maildir";
+  REQUIRE(maildir::create_root(root).ok());
+  auto idx = MailboxIndex::open(root);
+  REQUIRE(idx.ok());
+  MailboxIndex& ix = **idx;
+  uint32_t u1 = deliver(ix, root, "one\n");
+  // Postfix local(8) and a Dovecot-style file appear behind our back.
+  std::ofstream(root + "/new/1700000100.V801I1M1.mail.example") << "pf\n";
+  std::ofstream(root + "/cur/1700000200.M1P1.host,S=3,W=4:2,S") << "dv\n";
+  auto s = ix.sync("INBOX");
+  REQUIRE(s.ok());
+  CHECK(s->added == 2);
+  check_agrees(ix, root);
+  auto recs = ix.messages("INBOX");
+  REQUIRE(recs->size() == 3);
+  CHECK((*recs)[1].base == "1700000100.V801I1M1.mail.example");  // name order
+  CHECK((*recs)[1].vsize == 4);                                  // counted: no W= in a Postfix name
+  CHECK((*recs)[2].flags == "S");
+  const uint32_t pf_uid = (*recs)[1].uid;
+
+  // mutt marks the first message read: new/X -> cur/X:2,S.
+  auto st0 = ix.status("INBOX");
+  auto r1 = ix.message("INBOX", u1);
+  REQUIRE(r1.ok());
+  REQUIRE(::rename(r1->path(root).c_str(), (root + "/cur/" + r1->base + ":2,RS").c_str()) == 0);
+  s = ix.sync("INBOX");
+  REQUIRE(s.ok());
+  CHECK(s->changed == 1);
+  CHECK(s->added == 0);
+  auto r1b = ix.message("INBOX", u1);
+  CHECK(r1b->flags == "RS");
+  CHECK(!r1b->in_new);
+  CHECK(r1b->modseq > st0->highest_modseq);
+
+  // Someone deletes the Postfix file.
+  REQUIRE(::unlink((root + "/new/1700000100.V801I1M1.mail.example").c_str()) == 0);
+  s = ix.sync("INBOX");
+  REQUIRE(s.ok());
+  CHECK(s->expunged == 1);
+  check_agrees(ix, root);
+  auto ch = ix.changes_since("INBOX", st0->highest_modseq);
+  REQUIRE(ch.ok());
+  CHECK(ch->expunged == std::vector<uint32_t>{pf_uid});
+
+  // The same file put back later is a new message with a new UID: UIDs never reused.
+  std::ofstream(root + "/new/1700000100.V801I1M1.mail.example") << "pf\n";
+  s = ix.sync("INBOX");
+  REQUIRE(s->added == 1);
+  auto recs2 = ix.messages("INBOX");
+  CHECK(recs2->back().uid > pf_uid);
+  CHECK(recs2->back().uid == ix.status("INBOX")->uid_next - 1);
+  check_agrees(ix, root);
+}
+
+TEST_CASE("a file in both new/ and cur/ is one message", "[mailbox_index]") {
+  TempDir t;
+  std::string root = t.path + "/M";
+  REQUIRE(maildir::create_root(root).ok());
+  auto idx = MailboxIndex::open(root);
+  std::ofstream(root + "/new/1700000000.A.h") << "x\n";
+  std::ofstream(root + "/cur/1700000000.A.h:2,S") << "x\n";
+  auto s = (*idx)->sync("INBOX");
+  REQUIRE(s.ok());
+  CHECK(s->added == 1);
+  auto recs = (*idx)->messages("INBOX");
+  REQUIRE(recs->size() == 1);
+  CHECK(recs->front().flags == "S");
+}
+
+TEST_CASE("add_delivered after a sync found the file returns the same UID", "[mailbox_index]") {
+  TempDir t;
+  std::string root = t.path + "/M";
+  REQUIRE(maildir::create_root(root).ok());
+  auto idx = MailboxIndex::open(root);
+  Result<maildir::Delivery> d = maildir::Delivery::begin(root);
+  REQUIRE(d->write("x\n").ok());
+  Result<std::string> name = d->commit(maildir::Fsync::kNo, nullptr);
+  REQUIRE((*idx)->sync("INBOX")->added == 1);  // a reader got there between rename and index
+  Result<uint32_t> uid = (*idx)->add_delivered("INBOX", *name, true, 2, 3, 0);
+  REQUIRE(uid.ok());
+  CHECK(*uid == 1);
+  CHECK((*idx)->messages("INBOX")->size() == 1);
+}
+
+TEST_CASE("set_flags renames the file and bumps MODSEQ", "[mailbox_index]") {
+  TempDir t;
+  std::string root = t.path + "/M";
+  REQUIRE(maildir::create_root(root).ok());
+  auto idx = MailboxIndex::open(root);
+  MailboxIndex& ix = **idx;
+  uint32_t uid = deliver(ix, root, "x\n");
+  auto before = ix.message("INBOX", uid);
+  auto r = ix.set_flags("INBOX", uid, "S", FlagMode::kAdd);
+  REQUIRE(r.ok());
+  CHECK(r->flags == "S");
+  CHECK(r->file == r->base + ":2,S");
+  CHECK(r->modseq > before->modseq);
+  r = ix.set_flags("INBOX", uid, "FR", FlagMode::kAdd);
+  CHECK(r->flags == "FRS");
+  r = ix.set_flags("INBOX", uid, "R", FlagMode::kRemove);
+  CHECK(r->flags == "FS");
+  r = ix.set_flags("INBOX", uid, "T", FlagMode::kReplace);
+  CHECK(r->flags == "T");
+  check_agrees(ix, root);
+  // CONDSTORE UNCHANGEDSINCE
+  auto u = ix.set_flags("INBOX", uid, "S", FlagMode::kAdd, uint64_t{1});
+  REQUIRE(!u.ok());
+  CHECK(u.error().kind == ErrorKind::kExists);
+  // Another program renamed the file: set_flags finds it by base.
+  auto cur = ix.message("INBOX", uid);
+  REQUIRE(::rename(cur->path(root).c_str(), (root + "/cur/" + cur->base + ":2,D").c_str()) == 0);
+  r = ix.set_flags("INBOX", uid, "S", FlagMode::kReplace);
+  REQUIRE(r.ok());
+  CHECK(r->flags == "S");
+  check_agrees(ix, root);
+  CHECK(ix.set_flags("INBOX", 999, "S", FlagMode::kAdd).error().kind == ErrorKind::kNotFound);
+}
+
+TEST_CASE("expunge unlinks and logs", "[mailbox_index]") {
+  TempDir t;
+  std::string root = t.path + "/M";
+  REQUIRE(maildir::create_root(root).ok());
+  auto idx = MailboxIndex::open(root);
+  MailboxIndex& ix = **idx;
+  uint32_t a = deliver(ix, root, "a\n"), b = deliver(ix, root, "b\n"), c = deliver(ix, root, "c\n");
+  auto ms = ix.status("INBOX")->highest_modseq;
+  // b was renamed by another program since indexing: still unlinked by base.
+  auto rb = ix.message("INBOX", b);
+  REQUIRE(::rename(rb->path(root).c_str(), (root + "/cur/" + rb->base + ":2,S").c_str()) == 0);
+  auto e = ix.expunge("INBOX", {a, b, 77});
+  REQUIRE(e.ok());
+  CHECK(*e == std::vector<uint32_t>{a, b});
+  check_agrees(ix, root);
+  CHECK(ix.messages("INBOX")->size() == 1);
+  CHECK(ix.messages("INBOX")->front().uid == c);
+  auto ch = ix.changes_since("INBOX", ms);
+  CHECK(ch->expunged == std::vector<uint32_t>{a, b});
+  CHECK(ix.sync("INBOX")->added == 0);  // b does not come back
+  CHECK(ix.usage()->messages == 1);
+}
+
+TEST_CASE("folders are separate mailboxes; usage sums them", "[mailbox_index]") {
+  TempDir t;
+  std::string root = t.path + "/M";
+  REQUIRE(maildir::create_root(root).ok());
+  auto idx = MailboxIndex::open(root);
+  MailboxIndex& ix = **idx;
+  deliver(ix, root, "inbox\n");
+  CHECK(deliver(ix, root + "/.Sent", "sent\n", "Sent") == 1);
+  CHECK(ix.status("Sent")->messages == 1);
+  auto u = ix.usage();
+  CHECK(u->messages == 2);
+  CHECK(u->bytes == 11);
+  auto names = ix.mailboxes();
+  CHECK(std::set<std::string>(names->begin(), names->end()) == std::set<std::string>{"INBOX", "Sent"});
+  CHECK(ix.status("Sent")->uid_validity != 0);
+  CHECK(ix.sync("Nope").error().kind == ErrorKind::kNotFound);
+  CHECK(ix.status("Trash").error().kind == ErrorKind::kNotFound);
+  CHECK(ix.set_cache("Sent", 1, "(env)", "(body)").ok());
+  CHECK(ix.message("Sent", 1)->envelope == "(env)");
+  CHECK(ix.message("Sent", 1)->bodystructure == "(body)");
+}
+
+TEST_CASE("the index persists and a lost index is rebuilt with a new UIDVALIDITY", "[mailbox_index]") {
+  TempDir t;
+  std::string root = t.path + "/M";
+  REQUIRE(maildir::create_root(root).ok());
+  uint32_t validity = 0;
+  {
+    auto idx = MailboxIndex::open(root);
+    deliver(**idx, root, "a\n");
+    deliver(**idx, root, "b\n");
+    validity = (*idx)->status("INBOX")->uid_validity;
+  }
+  {
+    auto idx = MailboxIndex::open(root);
+    CHECK((*idx)->status("INBOX")->uid_validity == validity);
+    CHECK((*idx)->messages("INBOX")->size() == 2);
+  }
+  ::unlink((root + "/tern-index").c_str());
+  ::unlink((root + "/tern-index-lock").c_str());
+  ::sleep(1);  // UIDVALIDITY is in seconds; the rebuilt one must differ
+  auto idx = MailboxIndex::open(root);
+  auto s = (*idx)->sync("INBOX");
+  REQUIRE(s.ok());
+  CHECK(s->added == 2);
+  CHECK((*idx)->status("INBOX")->uid_validity != validity);
+}
+
+TEST_CASE("two processes delivering and syncing at once agree", "[mailbox_index]") {
+  TempDir t;
+  std::string root = t.path + "/M";
+  REQUIRE(maildir::create_root(root).ok());
+  constexpr int kEach = 40;
+  pid_t kids[2];
+  for (int k = 0; k < 2; ++k) {
+    kids[k] = ::fork();
+    if (kids[k] == 0) {
+      // A child opens its own environment (LMDB: never across fork).
+      auto idx = MailboxIndex::open(root);
+      if (!idx) ::_exit(1);
+      for (int i = 0; i < kEach; ++i) {
+        auto d = maildir::Delivery::begin(root);
+        if (!d || !d->write("m\n")) ::_exit(2);
+        auto name = d->commit(maildir::Fsync::kNo, nullptr);
+        if (!name) ::_exit(3);
+        // Every other message is left for the sync to find (a crash between
+        // rename and index, or another delivery agent).
+        if (i % 2 == 0 && !(*idx)->add_delivered("INBOX", *name, true, 2, 3, 0)) ::_exit(4);
+        if (i % 5 == 0 && !(*idx)->sync("INBOX")) ::_exit(5);
+      }
+      ::_exit(0);
+    }
+  }
+  for (pid_t p : kids) {
+    int status = 0;
+    ::waitpid(p, &status, 0);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+  }
+  auto idx = MailboxIndex::open(root);
+  REQUIRE((*idx)->sync("INBOX").ok());
+  auto recs = (*idx)->messages("INBOX");
+  CHECK(recs->size() == 2 * kEach);
+  check_agrees(**idx, root);
+}

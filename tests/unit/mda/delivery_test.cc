@@ -1,0 +1,298 @@
+// The delivery engine: mail locations, quota rules, detail folders, Maildir and mbox
+// delivery, the symlink refusal, and the spool.
+#include <catch2/catch.hpp>
+
+#include <dirent.h>
+#include <grp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "common/mailbox_index.h"
+#include "common/mbox.h"
+#include "mda/delivery.h"
+#include "mda/delivery_helper.h"
+#include "mda/spool.h"
+
+using namespace tern;
+using namespace tern::mda;
+
+namespace {
+
+// deliver() refuses to write as root, as tern-mda must; tests run as root in CI, so
+// this binary becomes nobody (65534) before any test runs.
+const bool kDropped = [] {
+  if (::geteuid() != 0) return false;
+  gid_t g = 65534;
+  if (::setgroups(1, &g) != 0 || ::setresgid(g, g, g) != 0 || ::setresuid(65534, 65534, 65534) != 0) std::abort();
+  return true;
+}();
+
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char t[] = "/tmp/tern-delivery-test-XXXXXX";
+    path = ::mkdtemp(t);
+  }
+  ~TempDir() { std::system(("rm -rf '" + path + "'").c_str()); }
+};
+
+std::vector<std::string> files_in(const std::string& dir) {
+  std::vector<std::string> out;
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return out;
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] != '.') out.push_back(e->d_name);
+  }
+  ::closedir(d);
+  return out;
+}
+
+std::string slurp(const std::string& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+MessageSpool spool_of(const std::string& crlf) {
+  MessageSpool s("/tmp", 0);
+  s.append(crlf);
+  REQUIRE(s.finish().ok());
+  return s;
+}
+
+MailUser user_at(const std::string& home) {
+  MailUser u;
+  u.name = "demo@example.test";
+  u.has_uid = true;
+  u.uid = ::geteuid();
+  u.home = home;
+  return u;
+}
+
+Settings settings() {
+  Settings s;
+  s.fsync = maildir::Fsync::kNo;
+  s.locks.timeout_seconds = 1;
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("mail locations and variables", "[delivery]") {
+  MailUser u;
+  u.name = "ann@example.test";
+  u.home = "/home/ann";
+  CHECK(expand_vars("~/Maildir", u) == "/home/ann/Maildir");
+  CHECK(expand_vars("/var/mail/%d/%n/%u/%h/%%/%x", u) == "/var/mail/example.test/ann/ann@example.test//home/ann/%/%x");
+  auto m = parse_location("maildir:~/Maildir", u);
+  REQUIRE(m.ok());
+  CHECK(!m->mbox);
+  CHECK(m->root == "/home/ann/Maildir");
+  auto b = parse_location("mbox:~/mail:INBOX=/var/mail/%n", u);
+  REQUIRE(b.ok());
+  CHECK(b->mbox);
+  CHECK(b->root == "/home/ann/mail");
+  CHECK(b->inbox == "/var/mail/ann");
+  CHECK(parse_location("maildir:~/Maildir:LAYOUT=fs", u).ok());
+  CHECK(!parse_location("Maildir", u).ok());
+  CHECK(!parse_location("sdbox:~/x", u).ok());
+  CHECK(!parse_location("maildir:relative", u).ok());
+  CHECK(!parse_location("maildir:~/M:BOGUS=1", u).ok());
+  MailUser nohome;
+  nohome.name = "x";
+  CHECK(!parse_location("maildir:~/Maildir", nohome).ok());
+}
+
+TEST_CASE("quota rules", "[delivery]") {
+  CHECK(parse_quota_rule("")->bytes == 0);
+  CHECK(parse_quota_rule("*:storage=1G")->bytes == 1ull << 30);
+  CHECK(parse_quota_rule("*:storage=100")->bytes == 100 * 1024);  // Dovecot: kilobytes
+  CHECK(parse_quota_rule("*:bytes=100")->bytes == 100);
+  CHECK(parse_quota_rule("*:messages=10")->messages == 10);
+  auto both = parse_quota_rule("*:storage=10M:messages=5");
+  CHECK(both->bytes == 10u << 20);
+  CHECK(both->messages == 5);
+  CHECK(parse_quota_rule("*:ignore")->bytes == 0);
+  for (const char* bad : {"storage=1G", "*:storage=", "*:storage=1Q", "*:storage=x", "*:foo=1", "Trash:storage=1"}) {
+    INFO(bad);
+    CHECK(!parse_quota_rule(bad).ok());
+  }
+}
+
+TEST_CASE("detail split and Message-ID", "[delivery]") {
+  CHECK(split_detail("user+Sent", "+").user == "user");
+  CHECK(split_detail("user+Sent", "+").detail == "Sent");
+  CHECK(split_detail("user-a+b", "+-").detail == "a+b");
+  CHECK(split_detail("+x", "+").user == "+x");
+  CHECK(split_detail("plain", "+").detail.empty());
+  CHECK(split_detail("a+b", "").user == "a+b");
+  CHECK(find_message_id("Subject: x\nmessage-id: <a@b>\n\nMessage-ID: <no>\n") == "<a@b>");
+  CHECK(find_message_id("Message-ID:\n <folded@x>\n\n") == "<folded@x>");
+  CHECK(find_message_id("Subject: x\n\nMessage-ID: <body@x>\n").empty());
+}
+
+TEST_CASE("spool: CRLF to LF, bare CR kept, spills to a file, size limit", "[delivery]") {
+  MessageSpool a("/tmp", 0, 16);
+  a.append("line one\r");
+  a.append("\nline\rtwo\r\n");
+  a.append(std::string(100, 'x') + "\r\n");
+  REQUIRE(a.finish().ok());
+  std::string back;
+  REQUIRE(a.read([&](std::string_view c) {
+             back.append(c);
+             return common::Status();
+           }).ok());
+  CHECK(back == "line one\nline\rtwo\n" + std::string(100, 'x') + "\n");
+  CHECK(a.size() == back.size());
+  CHECK(a.received_size() == back.size() + 3);
+  CHECK(a.head(8) == "line one");
+
+  MessageSpool b("/tmp", 10);
+  b.append("0123456789abc");
+  REQUIRE(b.finish().ok());
+  CHECK(b.too_big());
+
+  MessageSpool c("/nonexistent-dir", 0, 4);
+  c.append("more than four bytes");
+  CHECK(!c.finish().ok());
+}
+
+TEST_CASE("deliver to Maildir: headers, index, folders from the detail", "[delivery]") {
+  TempDir t;
+  std::string home = t.path + "/home";  // created on first delivery
+  MailUser u = user_at(home);
+  Settings s = settings();
+  Envelope env;
+  env.sender = "a@example.org";
+  env.recipient = "demo@example.test";
+  env.received = "Received: test\n";
+  MessageSpool body = spool_of("Subject: hi\r\n\r\nbody\r\n");
+  Outcome o = deliver(s, u, env, body, nullptr);
+  CHECK(o.reply.code == 250);
+  CHECK(o.reply.enhanced == "2.0.0");
+  CHECK(o.uid == 1);
+  CHECK(o.mailbox == "INBOX");
+  auto names = files_in(home + "/Maildir/new");
+  REQUIRE(names.size() == 1);
+  CHECK(slurp(home + "/Maildir/new/" + names[0]) ==
+        "Return-Path: <a@example.org>\nDelivered-To: demo@example.test\nReceived: test\nSubject: hi\n\nbody\n");
+  CHECK(files_in(home + "/Maildir/tmp").empty());
+  struct stat st;
+  CHECK(::stat((home + "/Maildir/.Sent/cur").c_str(), &st) == 0);
+
+  env.folder = "Sent";
+  Outcome sent = deliver(s, u, env, body, nullptr);
+  CHECK(sent.mailbox == "Sent");
+  CHECK(files_in(home + "/Maildir/.Sent/new").size() == 1);
+  env.folder = "NoSuchFolder";
+  CHECK(deliver(s, u, env, body, nullptr).mailbox == "INBOX");
+  env.folder = "../../etc";
+  CHECK(deliver(s, u, env, body, nullptr).mailbox == "INBOX");
+  auto idx = common::index::MailboxIndex::open(home + "/Maildir");
+  CHECK((*idx)->status("INBOX")->messages == 3);
+  CHECK((*idx)->status("Sent")->messages == 1);
+}
+
+TEST_CASE("quota: 552 5.2.2 or 452 4.2.2, nothing written", "[delivery]") {
+  TempDir t;
+  MailUser u = user_at(t.path + "/home");
+  u.quota_rule = "*:bytes=200";
+  Settings s = settings();
+  Envelope env;
+  env.recipient = "demo@example.test";
+  MessageSpool small = spool_of("Subject: s\r\n\r\nx\r\n");
+  CHECK(deliver(s, u, env, small, nullptr).reply.code == 250);
+  MessageSpool big = spool_of("Subject: b\r\n\r\n" + std::string(300, 'x') + "\r\n");
+  Outcome o = deliver(s, u, env, big, nullptr);
+  CHECK(o.reply.code == 552);
+  CHECK(o.reply.enhanced == "5.2.2");
+  s.quota_full_tempfail = true;
+  o = deliver(s, u, env, big, nullptr);
+  CHECK(o.reply.code == 452);
+  CHECK(o.reply.enhanced == "4.2.2");
+  CHECK(files_in(t.path + "/home/Maildir/new").size() == 1);
+  CHECK(files_in(t.path + "/home/Maildir/tmp").empty());
+  // The configured default applies when the userdb gives none.
+  u.quota_rule.clear();
+  s.quota_rule = "*:messages=1";
+  CHECK(deliver(s, u, env, small, nullptr).reply.code == 452);
+}
+
+TEST_CASE("a Maildir symlinked out of the home is refused", "[delivery]") {
+  TempDir t;
+  std::string home = t.path + "/home", elsewhere = t.path + "/elsewhere";
+  ::mkdir(home.c_str(), 0700);
+  ::mkdir(elsewhere.c_str(), 0700);
+  REQUIRE(::symlink(elsewhere.c_str(), (home + "/Maildir").c_str()) == 0);
+  MessageSpool body = spool_of("x\r\n");
+  Outcome o = deliver(settings(), user_at(home), Envelope{}, body, nullptr);
+  CHECK(o.reply.code == 451);
+  CHECK(o.log.find("outside the home directory") != std::string::npos);
+  CHECK(files_in(elsewhere).empty());
+}
+
+TEST_CASE("a user with another uid is not written as us", "[delivery]") {
+  TempDir t;
+  MailUser u = user_at(t.path + "/home");
+  u.uid = ::geteuid() + 1;
+  MessageSpool body = spool_of("x\r\n");
+  Outcome o = deliver(settings(), u, Envelope{}, body, nullptr);
+  CHECK(o.reply.code == 451);
+  struct stat st;
+  CHECK(::stat((t.path + "/home").c_str(), &st) != 0);
+}
+
+TEST_CASE("deliver to mbox, folders, lock timeout", "[delivery]") {
+  TempDir t;
+  MailUser u = user_at(t.path + "/home");
+  u.mail = "mbox:~/mail:INBOX=" + t.path + "/spool/%n";
+  ::mkdir((t.path + "/spool").c_str(), 0700);
+  Settings s = settings();
+  Envelope env;
+  env.sender = "a@example.org";
+  env.recipient = "demo@example.test";
+  MessageSpool body = spool_of("Subject: m\r\n\r\nFrom here\r\n");
+  Outcome o = deliver(s, u, env, body, nullptr);
+  CHECK(o.reply.code == 250);
+  auto msgs = common::mbox::read_all(t.path + "/spool/demo");
+  REQUIRE(msgs.ok());
+  REQUIRE(msgs->size() == 1);
+  CHECK((*msgs)[0].content == "Return-Path: <a@example.org>\nDelivered-To: demo@example.test\nSubject: m\n\nFrom here\n");
+  CHECK(slurp(t.path + "/spool/demo").find("\n>From here\n") != std::string::npos);
+  // An existing folder file takes the detail; a missing one falls back to INBOX.
+  struct stat mst;
+  REQUIRE(::stat((t.path + "/home/mail").c_str(), &mst) == 0);  // made with the home
+  std::ofstream(t.path + "/home/mail/Lists").close();
+  env.folder = "Lists";
+  CHECK(deliver(s, u, env, body, nullptr).mailbox == "Lists");
+  env.folder = "Nope";
+  CHECK(deliver(s, u, env, body, nullptr).mailbox == "INBOX");
+  // Someone holds the lock: a temporary failure, nothing appended.
+  std::string before = slurp(t.path + "/spool/demo");
+  auto holder = common::mbox::Appender::begin(t.path + "/spool/demo", "x", 0, s.locks);
+  REQUIRE(holder.ok());
+  env.folder.clear();
+  o = deliver(s, u, env, body, nullptr);
+  CHECK(o.reply.code == 451);
+  CHECK(o.reply.enhanced == "4.2.0");
+  holder->rollback();
+  CHECK(slurp(t.path + "/spool/demo") == before);
+}
+
+TEST_CASE("delivery helper packet escaping round-trips", "[delivery]") {
+  const std::string samples[] = {"", "plain", "tab\there", "line\nbreak", "back\\slash", std::string("nul\0x", 5),
+                                 "\\t literal", "Received: from x\n\tby y\n"};
+  for (const std::string& s : samples) {
+    std::string e = helper_escape(s);
+    CHECK(e.find('\t') == std::string::npos);
+    CHECK(e.find('\n') == std::string::npos);
+    CHECK(e.find('\0') == std::string::npos);
+    CHECK(helper_unescape(e) == s);
+  }
+}
