@@ -121,6 +121,8 @@ std::vector<DirectorySpec> directory_table(const Config& cfg) {
       {cfg.str("maildrop_directory"), cfg.str("mail_owner"), 01733},
       {cfg.str("data_directory"), "", 0755},
       {cfg.str("data_directory") + "/auth", cfg.str("authd_user"), 0700},
+      // tern-mda's memory of XTERN-DELIVERY-IDs (mda/delivery_ids.h).
+      {cfg.str("data_directory") + "/mda", cfg.str("mail_uid"), 0700},
   };
 }
 
