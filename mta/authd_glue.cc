@@ -16,7 +16,7 @@ common::auth::AuthClient::Options client_options(const std::string& path) {
 }  // namespace
 
 AuthdSasl::AuthdSasl(common::ev::Loop& loop, const std::string& socket_path)
-    : loop_(loop), client_(loop, client_options(socket_path)) {
+    : client_(loop, client_options(socket_path)) {
   connect_soon();
 }
 

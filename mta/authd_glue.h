@@ -23,7 +23,6 @@ class AuthdSasl : public SaslServer {
 
  private:
   void connect_soon();
-  common::ev::Loop& loop_;
   common::auth::AuthClient client_;
   bool connecting_ = false;
 };

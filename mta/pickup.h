@@ -28,10 +28,9 @@ class Pickup {
 
  private:
   Pickup(common::ev::Loop& loop, QueueStore& queue, RecipientTables& tables, OnQueued on_queued)
-      : loop_(loop), queue_(queue), tables_(tables), on_queued_(std::move(on_queued)), timer_(loop) {}
+      : queue_(queue), tables_(tables), on_queued_(std::move(on_queued)), timer_(loop) {}
   void take(const std::string& name);
 
-  common::ev::Loop& loop_;
   QueueStore& queue_;
   RecipientTables& tables_;
   OnQueued on_queued_;
