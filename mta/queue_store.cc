@@ -408,6 +408,27 @@ Status apply_op(const std::string& large_dir, MDB_dbi msg_db, MDB_dbi body_db, l
 
 void QueueStore::kick() {
   if (committing_ || queued_.empty()) return;
+  // Only state updates waiting (deliveries recorded, holds, removals): nobody waits
+  // on them, so they wait up to lazy_commit_ms for a message to ride along with,
+  // rather than cost a commit of their own that an arriving message would queue
+  // behind. (A crash in that window repeats a delivery, which tern-mda's
+  // XTERN-DELIVERY-ID turns into a no-op.)
+  bool eager = false;
+  for (const auto& op : queued_) eager = eager || op->kind == Op::Kind::kEnqueue;
+  if (!eager && opt_.lazy_commit_ms > 0 && !force_next_) {
+    if (!lazy_timer_) {
+      lazy_timer_ = std::make_unique<common::ev::Timer>(*loop_);
+    }
+    if (!lazy_timer_->active()) {
+      lazy_timer_->start(opt_.lazy_commit_ms, [this] {
+        force_next_ = true;
+        kick();
+      });
+    }
+    return;
+  }
+  force_next_ = false;
+  if (lazy_timer_) lazy_timer_->stop();
   committing_ = true;
   in_flight_ = std::move(queued_);
   queued_.clear();
