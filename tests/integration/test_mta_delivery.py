@@ -205,6 +205,7 @@ def test_aliases_commands_files_and_bounces(tern_factory):
     add_user(t, "bob@example.test")
     s = smtplib.SMTP("127.0.0.1", t.port("smtp"), timeout=15)
     s.sendmail("alice@example.test", ["team@example.test"], b"Subject: to the team\r\n\r\nx\r\n")
+    s.sendmail("alice@example.test", ["team2@example.test"], b"Subject: to the included team\r\n\r\nx\r\n")
     s.sendmail("alice@example.test", ["pipe@example.test"], b"Subject: to a pipe\r\n\r\npiped body\r\n")
     s.sendmail("alice@example.test", ["file@example.test"], b"Subject: to a file\r\n\r\nfile body\r\n")
     s.sendmail("x@sender.example", ["info@virtual.test", "anyone@virtual.test"], b"Subject: virtual\r\n\r\nv\r\n")
@@ -222,8 +223,9 @@ def test_aliases_commands_files_and_bounces(tern_factory):
     assert b"Final-Recipient: rfc822; nobody-at-all@" in b
     assert b"Action: failed" in b and b"Status: 5.1.1" in b
     assert b"Subject: to a ghost" in b
-    bob = wait_messages(t, "bob", 2)
+    bob = wait_messages(t, "bob", 3)
     assert any(b"Subject: virtual" in m for m in bob)
+    assert any(b"Subject: to the included team" in m for m in bob)
     assert "status=bounced" in t.log()
     assert re.search(r"tern/bounce\[\d+\]: \w+: sender non-delivery notification: \w+", t.log())
 
@@ -400,3 +402,47 @@ def test_kill_9_while_twenty_clients_send(tern_factory):
     assert not dupes, dupes
     assert accepted <= set(counts)
     print("deliveries repeated under XTERN-DELIVERY-ID and not written again:", t.log().count("already delivered to"))
+
+
+def test_newaliases_and_postmap_tables(tern_factory):
+    """Compiled tables: newaliases (sendmail -bi) for alias_database, ternctl
+    postmap for virtual_alias_maps, both read as hash: (LMDB) by tern-mta."""
+    d = table_dir()
+    with open(os.path.join(d, "aliases"), "w") as f:
+        f.write("# comment\nsales:\n  alice,\n  bob\n")
+    with open(os.path.join(d, "virtual"), "w") as f:
+        # The domain as a key makes it a virtual alias domain (virtual(5), and
+        # virtual_alias_domains defaults to $virtual_alias_maps).
+        f.write("virtual.test        anything\ninfo@virtual.test   alice@example.test\n")
+    t = tern_factory(settings=mta_settings(d, alias_maps=f"hash:{d}/aliases", alias_database=f"hash:{d}/aliases",
+                                           virtual_alias_maps=f"hash:{d}/virtual"))
+    prepare_mail_dir(t)
+    add_user(t, "alice@example.test")
+    add_user(t, "bob@example.test")
+    r = subprocess.run([f"{BIN}/newaliases"], env=t.env(), capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert os.path.exists(os.path.join(d, "aliases.lmdb"))
+    t.ternctl("postmap", f"hash:{d}/virtual")
+    assert t.ternctl("postmap", "-q", "info@virtual.test", f"hash:{d}/virtual").stdout == "alice@example.test\n"
+    assert t.ternctl("postmap", "-q", "nobody@virtual.test", f"hash:{d}/virtual", check=False).returncode == 1
+    s = smtplib.SMTP("127.0.0.1", t.port("smtp"), timeout=15)
+    s.sendmail("x@sender.example", ["sales@example.test"], b"Subject: sales\r\n\r\nx\r\n")
+    s.sendmail("x@sender.example", ["INFO@virtual.test"], b"Subject: info\r\n\r\nx\r\n")
+    code, msg = s.docmd("RCPT", "TO:<other@virtual.test>")
+    s.quit()
+    got = wait_messages(t, "alice", 2)
+    assert {b"Subject: sales" in m for m in got} == {True, False}
+    (b,) = wait_messages(t, "bob", 1)
+    assert b"Subject: sales" in b
+    # Changing a table and compiling it again takes effect without a restart.
+    with open(os.path.join(d, "virtual"), "a") as f:
+        f.write("news@virtual.test   bob@example.test\n")
+    t.ternctl("postmap", f"hash:{d}/virtual")
+    s = smtplib.SMTP("127.0.0.1", t.port("smtp"), timeout=15)
+    s.sendmail("x@sender.example", ["news@virtual.test"], b"Subject: news\r\n\r\nx\r\n")
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as e:
+        s.sendmail("x@sender.example", ["nobody@virtual.test"], b"Subject: no\r\n\r\nx\r\n")
+    assert e.value.recipients["nobody@virtual.test"] == (
+        550, b"5.1.1 <nobody@virtual.test>: Recipient address rejected: User unknown in virtual alias table")
+    s.quit()
+    wait_messages(t, "bob", 2)

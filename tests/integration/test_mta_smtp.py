@@ -411,3 +411,25 @@ def test_hard_error_limit_disconnects(tern_factory, tmp_path):
     code, lines = s.reply()
     assert code == 421 and "too many errors" in lines[0]
     assert s.closed()
+
+
+def test_banner_and_recipient_rate_limit(tern_factory):
+    t = tern_factory(settings=mta_settings(mynetworks=OUTSIDE, master_services="authd, mta",
+                                           smtpd_banner="$myhostname ESMTP ready, no UCE",
+                                           smtpd_client_event_limit_exceptions="",
+                                           smtpd_client_recipient_rate_limit=3,
+                                           smtpd_client_connection_rate_limit=2))
+    add_user(t, "alice@example.test")
+    s = Raw(t.port("smtp"))
+    assert s.reply() == (220, ["mail.example.test ESMTP ready, no UCE"])
+    s.cmd("EHLO client.example.org")
+    s.cmd("MAIL FROM:<a@sender.example>")
+    for i in range(3):
+        assert s.cmd(f"RCPT TO:<alice+{i}@example.test>")[0] == 250
+    assert s.cmd("RCPT TO:<alice@example.test>") == (450, ["4.7.1 Error: too many recipients from 127.0.0.1"])
+    s.cmd("QUIT")
+    Raw(t.port("smtp")).reply()
+    c = Raw(t.port("smtp"))
+    code, lines = c.reply()
+    assert code == 421 and "too many connections from 127.0.0.1" in lines[0]
+    assert "Connection rate limit exceeded" in t.wait_log("Connection rate limit exceeded")
