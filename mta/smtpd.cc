@@ -459,11 +459,13 @@ void Session::end_wait() {
 
 void Session::on_data(std::string_view data) {
   if (phase_ == Phase::kClosed) return;
-  if (phase_ == Phase::kData && !waiting_) {
+  // Straight to the body unless earlier bytes still wait in the line buffer (their
+  // order must be kept).
+  if (phase_ == Phase::kData && !waiting_ && in_.buffered() == 0) {
     data_bytes(data);
     return;
   }
-  if (phase_ == Phase::kBdat && !waiting_ && bdat_remaining_ > 0) {
+  if (phase_ == Phase::kBdat && !waiting_ && bdat_remaining_ > 0 && in_.buffered() == 0) {
     bdat_bytes(data);
     return;
   }
@@ -595,7 +597,6 @@ void Session::reply(const Reply& r, bool counts_as_error) {
     ++errors_;
     if (errors_ >= s_.hard_error_limit) {
       conn_->write(r.format());
-      maillog::disconnect(client_, counts());
       fatal_reply(Reply(421, "4.7.0", s_.myhostname + " Error: too many errors"));
       return;
     }
