@@ -90,6 +90,13 @@ Result<SmtpdSettings> SmtpdSettings::from_config(const common::Config& cfg) {
                                 "reject_unauth_destination, defer_unauth_destination or reject (open relay refused)");
     }
   }
+  for (const char* k : {"allow_percent_hack", "swap_bangpath"}) {
+    if (cfg.boolean(k)) {
+      return common::make_error(common::ErrorKind::kConfig, cfg.origin(k) + ": " + k +
+                                                                " = yes is not supported: Tern never rewrites sender-specified "
+                                                                "routing (user%host@domain, host!user) into a relay");
+    }
+  }
   s.codes = CheckCodes::from_config(cfg);
   s.tls_level = common::to_lower(cfg.str("smtpd_tls_security_level"));
   if (s.tls_level != "none" && s.tls_level != "may" && s.tls_level != "encrypt") {
