@@ -1154,7 +1154,13 @@ void Session::rcpt_accept(std::shared_ptr<AcceptedRcpt> r) {
   for (Destination& dest : r->dests) dest.orig = addr;
   if (!body_) {
     body_ = server_.queue().new_body();
-    maillog::client(body_->queue_id(), client_, sasl_method_, sasl_user_);
+    if (port_ == Port::kLocal) {
+      // Local submission logs like Postfix's pickup: who (uid) and the sender.
+      maillog::pickup(body_->queue_id(), static_cast<unsigned>(local_uid_),
+                      mail_ && !mail_->null ? mail_->mailbox.address() : "");
+    } else {
+      maillog::client(body_->queue_id(), client_, sasl_method_, sasl_user_);
+    }
   }
   rcpts_.push_back(std::move(r));
   count(Verb::kRcpt, true);

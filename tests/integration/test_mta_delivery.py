@@ -102,7 +102,9 @@ def test_mail_s_through_sendmail(mail, tmp_path):
     assert re.search(rb"Received: by mail\.example\.test \(Tern, from userid \d+\)", m)
     assert b"Message-Id: <" in m or b"Message-ID: <" in m
     log = mail.log()
-    assert "from=<from@example.test>" in log
+    assert re.search(r"tern/pickup\[\d+\]: \w+: uid=\d+ from=<from@example\.test>", log)
+    r = subprocess.run(["pflogsumm", "--syslog_name=tern", mail.log_path], capture_output=True, text=True, timeout=60)
+    assert re.search(r"^\s*1\s+received", r.stdout, re.M), r.stdout
 
 
 def test_sendmail_t_and_bcc(mail):
