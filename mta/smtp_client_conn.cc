@@ -50,10 +50,12 @@ SmtpClientConn::SmtpClientConn(common::ev::Loop& loop, SmtpClientOptions options
 
 SmtpClientConn::~SmtpClientConn() = default;
 
-std::string SmtpClientConn::relay() const {
+std::string SmtpClientConn::peer() const {
   std::string addr = target_.address.find(':') != std::string::npos ? "IPv6:" + target_.address : target_.address;
-  return common::maillog::endpoint(target_.host, addr) + ":" + std::to_string(target_.port);
+  return common::maillog::endpoint(target_.host, addr);
 }
+
+std::string SmtpClientConn::relay() const { return peer() + ":" + std::to_string(target_.port); }
 
 void SmtpClientConn::start() {
   t_open_ = std::chrono::steady_clock::now();
@@ -75,7 +77,7 @@ void SmtpClientConn::start() {
           std::string why = c.error().message;
           size_t colon = why.rfind(": ");
           if (colon != std::string::npos) why = why.substr(colon + 2);
-          self->report_failure({"4.4.1", "connect to " + self->relay() + ": " + why, true, false, false, false});
+          self->report_failure({.dsn = "4.4.1", .text = "connect to " + self->relay() + ": " + why});
           return;
         }
         self->connected(std::move(c).value());
@@ -108,9 +110,11 @@ void SmtpClientConn::connected(std::shared_ptr<common::net::Connection> c) {
     const bool handshaking = s->session_.phase() == ClientSession::Phase::kHandshake ||
                              (s->opt_.session.tls_on_connect && s->conn_ && !s->conn_->tls_ready());
     if (handshaking) {
-      s->report_failure({"4.7.5", "Cannot start TLS: handshake failure with " + s->relay() +
-                                      (detail.empty() ? "" : ": " + common::log_escape(detail, 200)),
-                         true, s->session_.phase() != ClientSession::Phase::kGreeting, false, true});
+      s->report_failure({.dsn = "4.7.5",
+                         .text = "Cannot start TLS: handshake failure with " + s->relay() +
+                                 (detail.empty() ? "" : ": " + common::log_escape(detail, 200)),
+                         .greeted = s->session_.phase() != ClientSession::Phase::kGreeting,
+                         .tls_failed = true});
       return;
     }
     s->lost("lost connection with " + s->relay() + " " + s->session_.stage_text());
@@ -118,7 +122,7 @@ void SmtpClientConn::connected(std::shared_ptr<common::net::Connection> c) {
   conn_->start(std::move(cb));
   if (opt_.session.tls_on_connect) {
     if (!opt_.tls) {
-      report_failure({"4.7.5", "Cannot start TLS: no client TLS context", false, false, false, false});
+      report_failure({.dsn = "4.7.5", .text = "Cannot start TLS: no client TLS context", .next_host = false});
       return;
     }
     conn_->start_tls(common::tls::client_filter(*opt_.tls, target_.host));
@@ -176,7 +180,7 @@ void SmtpClientConn::apply(ClientSession::Out& out) {
   if (!out.write.empty()) conn_->write(out.write);
   if (out.start_tls) {
     if (!opt_.tls) {
-      report_failure({"4.7.5", "Cannot start TLS: no client TLS context", false, true, false, false});
+      report_failure({.dsn = "4.7.5", .text = "Cannot start TLS: no client TLS context", .next_host = false, .greeted = true});
       return;
     }
     conn_->start_tls(common::tls::client_filter(*opt_.tls, target_.host));
@@ -314,7 +318,7 @@ void SmtpClientConn::pump_body() {
 void SmtpClientConn::lost(const std::string& why) {
   if (ended_) return;
   if (!was_ready_) {
-    report_failure({"4.4.2", why, true, session_.phase() != ClientSession::Phase::kGreeting, false, false});
+    report_failure({.dsn = "4.4.2", .text = why, .greeted = session_.phase() != ClientSession::Phase::kGreeting});
     return;
   }
   session_.connection_lost(Reply(421, "4.4.2", why));
@@ -332,11 +336,11 @@ void SmtpClientConn::lost(const std::string& why) {
 void SmtpClientConn::establish_failed(const ClientSession::Failure& f) {
   ConnectFailure cf;
   cf.greeted = true;
-  const std::string said = "host " + relay() + " said: " + f.reply.summary() + " (in reply to " + f.stage + " command)";
+  const std::string said = "host " + peer() + " said: " + f.reply.summary() + " (in reply to " + f.stage + " command)";
   switch (f.kind) {
     case ClientSession::FailureKind::kGreeting:
       cf.dsn = deferral_dsn(f.reply, "4.3.0");
-      cf.text = "host " + relay() + " refused to talk to me: " + f.reply.summary();
+      cf.text = "host " + peer() + " refused to talk to me: " + f.reply.summary();
       break;
     case ClientSession::FailureKind::kHello:
       cf.dsn = deferral_dsn(f.reply, "4.3.0");
@@ -400,7 +404,7 @@ void SmtpClientConn::end() {
   if (was_ready_) {
     if (ev_.closed) ev_.closed(*this);
   } else if (ev_.failed) {
-    ev_.failed(*this, ConnectFailure{"4.4.2", "connection with " + relay() + " closed", true, false, false, false});
+    ev_.failed(*this, ConnectFailure{.dsn = "4.4.2", .text = "connection with " + relay() + " closed"});
   }
   auto self = std::move(self_);
   loop_.post([self] {});

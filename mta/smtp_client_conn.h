@@ -96,6 +96,8 @@ class SmtpClientConn : public std::enable_shared_from_this<SmtpClientConn> {
   const Target& target() const { return target_; }
   // "mx.example.org[192.0.2.7]:25", as logs name the relay.
   std::string relay() const;
+  // "mx.example.org[192.0.2.7]", as Postfix names the host in "host ... said:".
+  std::string peer() const;
   bool tls() const { return session_.tls(); }
   // Seconds from open() to the first ready (delays= c of the first message).
   double setup_seconds() const { return setup_seconds_; }

@@ -151,7 +151,7 @@ struct SmtpTransport::Attempt {
   size_t next = 0;             // the target being tried
   size_t sessions = 0;         // targets that greeted us (smtp_mx_session_limit)
   bool plaintext = false;      // retrying the current target without TLS
-  ConnectFailure last{"4.4.1", "no address to try", true, false, false, false};
+  ConnectFailure last{.dsn = "4.4.1", .text = "no address to try"};
 };
 
 Result<std::unique_ptr<SmtpTransport>> SmtpTransport::create(common::ev::Loop& loop, SmtpTransportSettings s,
@@ -380,7 +380,7 @@ void SmtpTransport::try_target(std::shared_ptr<Attempt> a) {
         r.text = rep.summary();
         r.diagnostic = rep.summary();
       } else {
-        r.text = "host " + c.relay() + " said: " + rep.summary() + " (in reply to " + rr.stage + " command)";
+        r.text = "host " + c.peer() + " said: " + rep.summary() + " (in reply to " + rr.stage + " command)";
         r.diagnostic = rep.summary();
       }
       r.dsn_passed = rep.positive() && c.caps().dsn;
