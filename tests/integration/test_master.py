@@ -99,6 +99,10 @@ def test_sigterm_stops_everything_within_deadline(tern):
     assert tern.proc.returncode == 0
     for p in pids:
         assert not os.path.exists(f"/proc/{p}") or proc_status(p).get("State", "").startswith("Z")
+    # Each daemon shut down cleanly: exit status 0, no abort on the way out.
+    log = tern.log()
+    for name, p in zip(SERVICES, pids):
+        assert f"tern-{name} pid {p} stopped: exit status 0" in log, name
 
 
 def test_sigterm_kills_a_daemon_that_ignores_it(tern_factory, tmp_path):
