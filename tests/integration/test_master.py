@@ -92,6 +92,10 @@ def test_always_crashing_daemon_is_backed_off(tern_factory, tmp_path):
 
 def test_sigterm_stops_everything_within_deadline(tern):
     pids = [tern.pid_of(s) for s in SERVICES]
+    # A daemon logs "daemon started" once its SIGTERM handler is in place; before
+    # that the default action (killed by signal 15) is the honest outcome.
+    wait_for(lambda: all(f"[{p}]: daemon started" in tern.log() for p in pids), timeout=20,
+             what="every daemon's start line")
     t0 = time.monotonic()
     tern.proc.send_signal(signal.SIGTERM)
     tern.proc.wait(timeout=15)
