@@ -17,9 +17,12 @@ The DNS of the test world is dnsmasq, started here with its own records:
     nullmx.test  MX 0 .              (RFC 7505)
     nomx.test    no MX, A 127.0.0.4  (the implicit MX)
     anything else under test.        NXDOMAIN
-    servfail.test                    forwarded to a dead upstream: dnsmasq 2.90 then
-                                     never answers (verified by hand; it does not send
-                                     SERVFAIL), so the resolver times out
+    timeout.test                     forwarded to a dead upstream: dnsmasq 2.90 then
+                                     never answers (verified by hand: it does not make
+                                     up a SERVFAIL), so the resolver times out
+    servfail.test                    forwarded to ServfailUpstream below, which answers
+                                     every query with rcode 2; dnsmasq passes that
+                                     SERVFAIL on to the client (verified by hand)
     refused.test                     forwarded to a dnsmasq without that zone, which
                                      answers REFUSED, passed on as it is
 """
@@ -71,6 +74,43 @@ def dns_answers(port, name=b"\x01a\x04test\x00"):
         return s.recv(512)[:2] == b"\xab\xcd"
 
 
+class ServfailUpstream:
+    """The upstream dnsmasq forwards servfail.test to: it answers every query with
+    SERVFAIL (rcode 2), as a broken authoritative server does. Only dnsmasq talks to it."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.queries = 0
+        self.stopping = False
+        self.sock.settimeout(0.2)  # to notice stop(); closing does not wake recvfrom
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self.stopping:
+            try:
+                q, peer = self.sock.recvfrom(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if len(q) < 12:
+                continue
+            self.queries += 1
+            r = bytearray(q)
+            r[2] = 0x80 | (q[2] & 0x01)  # QR, the client's RD
+            r[3] = 0x80 | 2              # RA, rcode SERVFAIL
+            r[6:12] = bytes(6)           # no answer, authority or additional records
+            self.sock.sendto(bytes(r), peer)
+
+    def stop(self):
+        self.stopping = True
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+
 class Dns:
     """dnsmasq with the test world's records (see the module doc)."""
 
@@ -78,6 +118,7 @@ class Dns:
         self.port = free_udp_port()
         self.dead_port = free_udp_port()  # nobody listens here
         self.refuser_port = free_udp_port()
+        self.servfail = ServfailUpstream()
         common = ["-k", "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts",
                   "--conf-file=/dev/null", "--log-facility=/dev/null", "--pid-file="]
         if os.geteuid() == 0:
@@ -94,7 +135,8 @@ class Dns:
             "--mx-host=e.test,mx.e.test,10", "--host-record=mx.e.test,127.0.0.6",
             "--mx-host=nullmx.test,.,0",
             "--host-record=nomx.test,127.0.0.4",
-            f"--server=/servfail.test/127.0.0.1#{self.dead_port}",
+            f"--server=/timeout.test/127.0.0.1#{self.dead_port}",
+            f"--server=/servfail.test/127.0.0.1#{self.servfail.port}",
             f"--server=/refused.test/127.0.0.1#{self.refuser_port}",
         ]
         self.proc = subprocess.Popen(["/usr/sbin/dnsmasq", f"--port={self.port}", *common, *records],
@@ -109,6 +151,7 @@ class Dns:
         for p in (self.proc, self.refuser):
             p.terminate()
             p.wait()
+        self.servfail.stop()
 
 
 def domain_settings(dns, ip, tables=None, **extra):

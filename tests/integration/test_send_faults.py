@@ -1,13 +1,16 @@
-"""Faults on the way from mx.a.test (127.0.0.2) to mx.b.test (127.0.0.3) and to a
-scripted peer (mx.d.test, 127.0.0.4), in the test's own network namespace with
-dnsmasq (send_util.py): the receiver down (deferred, delivered once it is up and
+"""Faults on the way from mx.a.test (127.0.0.2) to mx.b.test (127.0.0.3), to a
+scripted peer (mx.d.test, 127.0.0.4) and to domains whose DNS fails, in the test's
+own network namespace with dnsmasq (send_util.py): the receiver down (deferred, delivered once it is up and
 the queue is flushed), 4xx then 250, 5xx (an RFC 3464 bounce in the sender's
 Maildir, a copy for the postmaster), an undeliverable bounce (to the postmaster),
 the queue lifetime running out, a delay warning, and the peer hanging up in the
-middle of DATA and of a BDAT chunk."""
+middle of DATA and of a BDAT chunk; NXDOMAIN and a null MX (bounced), SERVFAIL, no
+DNS answer and REFUSED (deferred)."""
 import re
 import smtplib
 import subprocess
+
+import pytest
 
 from send_util import (ScriptedPeer, dns, domain_tern, log_lines, maildir_messages, message_of, netns,  # noqa: F401
                        report_fields, start_domain, wait_messages, wait_queue_empty)
@@ -202,3 +205,52 @@ def test_peer_closes_in_the_middle_of_a_bdat_chunk(tern_factory, dns):
         assert "status=sent" not in log and "status=bounced" not in log
     finally:
         peer.stop()
+
+
+def test_dns_nxdomain_bounces(tern_factory, dns):
+    a = domain_tern(tern_factory, dns, "a.test", "127.0.0.2", users=["alice"])
+    send("alice@a.test", ["user@nowhere.test"], b"Subject: to nowhere\r\n\r\nx\r\n")
+    (m,) = wait_messages(a, "alice", "a.test")
+    msg, blocks = report_fields(m)
+    assert msg["Subject"] == "Undelivered Mail Returned to Sender"
+    assert blocks[1]["Final-Recipient"] == "rfc822; user@nowhere.test"
+    assert blocks[1]["Status"] == "5.4.4"
+    assert "Remote-MTA" not in blocks[1]
+    log = a.log()
+    assert re.search(r"to=<user@nowhere\.test>, relay=none, .*dsn=5\.4\.4, status=bounced \(Host or domain name not "
+                     r"found\. Name service error for name=nowhere\.test type=MX: Host not found\)", log), log
+    wait_queue_empty(a)
+
+
+@pytest.mark.parametrize("domain", ["servfail.test", "timeout.test", "refused.test"])
+def test_dns_failure_defers(tern_factory, dns, domain):
+    """SERVFAIL (dnsmasq passing on its upstream's), no answer at all (the resolver
+    times out after dns_timeout x dns_tries) and REFUSED: temporary, the message stays."""
+    a = domain_tern(tern_factory, dns, "a.test", "127.0.0.2", users=["alice"], minimal_backoff_time="300s",
+                    maximal_backoff_time="600s")
+    before = dns.servfail.queries
+    send("alice@a.test", [f"user@{domain}"], b"Subject: dns trouble\r\n\r\nx\r\n")
+    log = a.wait_log("status=deferred")
+    assert re.search(rf"to=<user@{re.escape(domain)}>, relay=none, .*dsn=4\.4\.3, status=deferred \(Host or domain "
+                     rf"name not found\. Name service error for name={re.escape(domain)} type=MX: Host not found, "
+                     rf"try again\)", log), log
+    show = wait_for(lambda: (lambda s: s if "attempts=1" in s else None)(a.ternctl("queue", "show").stdout), 10,
+                    what="the deferral recorded")
+    assert f"recipient: user@{domain} state=pending attempts=1" in show
+    if domain == "servfail.test":
+        assert dns.servfail.queries > before  # the SERVFAIL came from the upstream, through dnsmasq
+    assert "status=bounced" not in a.log()
+    assert maildir_messages(a, "alice", "a.test") == []
+
+
+def test_null_mx_bounces(tern_factory, dns):
+    a = domain_tern(tern_factory, dns, "a.test", "127.0.0.2", users=["alice"])
+    send("alice@a.test", ["user@nullmx.test"], b"Subject: to a null MX\r\n\r\nx\r\n")
+    (m,) = wait_messages(a, "alice", "a.test")
+    msg, blocks = report_fields(m)
+    assert blocks[1]["Final-Recipient"] == "rfc822; user@nullmx.test"
+    assert blocks[1]["Status"] == "5.1.10"
+    log = a.log()
+    assert re.search(r"to=<user@nullmx\.test>, relay=none, .*dsn=5\.1\.10, status=bounced \(Domain nullmx\.test does "
+                     r"not accept mail \(nullMX\)\)", log), log
+    wait_queue_empty(a)
