@@ -336,6 +336,7 @@ void SmtpClientConn::lost(const std::string& why) {
 void SmtpClientConn::establish_failed(const ClientSession::Failure& f) {
   ConnectFailure cf;
   cf.greeted = true;
+  cf.relay = relay();
   const std::string said = "host " + peer() + " said: " + f.reply.summary() + " (in reply to " + f.stage + " command)";
   switch (f.kind) {
     case ClientSession::FailureKind::kGreeting:
@@ -348,13 +349,13 @@ void SmtpClientConn::establish_failed(const ClientSession::Failure& f) {
       break;
     case ClientSession::FailureKind::kTlsRequired:
       cf.dsn = "4.7.4";
-      cf.text = f.stage == "STARTTLS" ? "TLS is required, but host " + relay() + " refused to start TLS: " + f.reply.summary()
-                                      : "TLS is required, but was not offered by host " + relay();
+      cf.text = f.stage == "STARTTLS" ? "TLS is required, but host " + peer() + " refused to start TLS: " + f.reply.summary()
+                                      : "TLS is required, but was not offered by host " + peer();
       break;
     case ClientSession::FailureKind::kAuth:
       cf.dsn = "4.7.0";
-      cf.text = f.local ? "SASL authentication failed; cannot authenticate to server " + relay() + ": " + f.detail
-                        : "SASL authentication failed; server " + relay() + " said: " + f.reply.summary();
+      cf.text = f.local ? "SASL authentication failed; cannot authenticate to server " + peer() + ": " + f.detail
+                        : "SASL authentication failed; server " + peer() + " said: " + f.reply.summary();
       break;
     case ClientSession::FailureKind::kLoop:
       cf.dsn = "5.4.6";

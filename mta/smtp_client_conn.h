@@ -59,6 +59,7 @@ struct ConnectFailure {
   bool permanent = false;      // the message cannot go anywhere (mail loop)
   bool greeted = false;        // the server spoke (counts against smtp_mx_session_limit)
   bool tls_failed = false;     // the TLS handshake failed (policy may: retry in plaintext)
+  std::string relay{};         // the server that refused, for relay= in the log ("": none, it never spoke)
 };
 
 // A message for one transaction: the envelope and where its bytes come from.

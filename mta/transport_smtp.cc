@@ -336,7 +336,7 @@ void SmtpTransport::try_target(std::shared_ptr<Attempt> a) {
   Dest& d = *it->second;
   const std::vector<Target>& targets = a->route.targets;
   if (a->next >= targets.size() || (s_.mx_session_limit > 0 && a->sessions >= s_.mx_session_limit)) {
-    attempt_failed(a, a->last.dsn, a->last.text, a->last.permanent);
+    attempt_failed(a, a->last.dsn, a->last.text, a->last.permanent, a->last.relay);
     return;
   }
   const Target& t = targets[a->next];
@@ -405,7 +405,7 @@ void SmtpTransport::try_target(std::shared_ptr<Attempt> a) {
     }
     a->plaintext = false;
     if (f.permanent || !f.next_host) {
-      attempt_failed(a, f.dsn, f.text, f.permanent);
+      attempt_failed(a, f.dsn, f.text, f.permanent, f.relay);
       return;
     }
     ++a->next;
@@ -423,7 +423,7 @@ void SmtpTransport::try_target(std::shared_ptr<Attempt> a) {
 }
 
 void SmtpTransport::attempt_failed(std::shared_ptr<Attempt> a, const std::string& dsn, const std::string& text,
-                                   bool permanent) {
+                                   bool permanent, const std::string& relay) {
   const char status = permanent ? 'b' : 'd';
   Done done = std::move(a->p.done);
   const size_t n = a->p.job.rcpts.size();
@@ -446,7 +446,11 @@ void SmtpTransport::attempt_failed(std::shared_ptr<Attempt> a, const std::string
   } else {
     --total_;
   }
-  done(all_same(n, status, dsn, text));
+  std::vector<SmtpResult> res = all_same(n, status, dsn, text);
+  if (!relay.empty()) {
+    for (SmtpResult& r : res) r.relay = relay;
+  }
+  done(std::move(res));
   for (Pending& p : suspended) {
     p.done(all_same(p.job.rcpts.size(), status, dsn, permanent ? text : "delivery temporarily suspended: " + text));
   }
@@ -493,11 +497,11 @@ void SmtpTransport::run(Dest& d, std::shared_ptr<SmtpClientConn> c, Pending p, d
   std::string_view headers = body->fd ? std::string_view(head) : message_headers(body->data);
   const bool utf8 = p.job.smtputf8 && needs_smtputf8(p.job.sender, addrs, headers);
   if (utf8 && !caps.smtputf8) {
-    return local_outcome('b', "5.6.7", "SMTPUTF8 is required, but was not offered by host " + relay);
+    return local_outcome('b', "5.6.7", "SMTPUTF8 is required, but was not offered by host " + c->peer());
   }
   if (caps.size && caps.size_limit > 0 && body->size > caps.size_limit) {
     return local_outcome('b', "5.3.4", "message size " + std::to_string(body->size) + " exceeds size limit " +
-                                           std::to_string(caps.size_limit) + " of server " + relay);
+                                           std::to_string(caps.size_limit) + " of server " + c->peer());
   }
   bool eightbit = p.job.body_8bit;
   if (!caps.eightbitmime) {

@@ -141,7 +141,9 @@ class SmtpTransport {
   void dispatch_waiting();
   void start_attempt(Dest& d, Pending p);
   void try_target(std::shared_ptr<Attempt> a);
-  void attempt_failed(std::shared_ptr<Attempt> a, const std::string& dsn, const std::string& text, bool permanent);
+  // `relay`: the server that refused after greeting us, for the log ("": relay=none).
+  void attempt_failed(std::shared_ptr<Attempt> a, const std::string& dsn, const std::string& text, bool permanent,
+                      const std::string& relay = "");
   void run(Dest& d, std::shared_ptr<SmtpClientConn> c, Pending p, double conn_seconds);
   void conn_ready(const std::string& key, SmtpClientConn& c);
   void conn_gone(const std::string& key, SmtpClientConn* c);

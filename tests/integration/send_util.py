@@ -14,6 +14,7 @@ The DNS of the test world is dnsmasq, started here with its own records:
     c.test       MX 10 mxalias.c.test, a CNAME chain to mx.c.test A 127.0.0.4
     d.test       MX 10 mx.d.test     mx.d.test  A 127.0.0.4     (a scripted peer)
     e.test       MX 10 mx.e.test     mx.e.test  A 127.0.0.6     (nobody listens)
+    smtp.relay.test  A 127.0.0.5     (a private Postfix, the smarthost of test_send_relay)
     nullmx.test  MX 0 .              (RFC 7505)
     nomx.test    no MX, A 127.0.0.4  (the implicit MX)
     anything else under test.        NXDOMAIN
@@ -133,6 +134,7 @@ class Dns:
             "--cname=mxalias2.c.test,mx.c.test", "--host-record=mx.c.test,127.0.0.4",
             "--mx-host=d.test,mx.d.test,10", "--host-record=mx.d.test,127.0.0.4",
             "--mx-host=e.test,mx.e.test,10", "--host-record=mx.e.test,127.0.0.6",
+            "--host-record=smtp.relay.test,127.0.0.5",
             "--mx-host=nullmx.test,.,0",
             "--host-record=nomx.test,127.0.0.4",
             f"--server=/timeout.test/127.0.0.1#{self.dead_port}",
