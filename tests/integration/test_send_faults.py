@@ -146,7 +146,10 @@ def test_lifetime_expiry(tern_factory, dns):
 
 
 def test_delay_warning_then_delivery(tern_factory, dns):
-    b = domain_tern(tern_factory, dns, "b.test", "127.0.0.3", users=["bob"], start=False)
+    # A retries every second: one attempt may come between B's start and bob's
+    # creation, so B answers unknown users with 450 (tried again), not 550.
+    b = domain_tern(tern_factory, dns, "b.test", "127.0.0.3", users=["bob"], start=False,
+                    unknown_local_recipient_reject_code="450")
     a = domain_tern(tern_factory, dns, "a.test", "127.0.0.2", users=["alice"], delay_warning_time="1s",
                     notify_classes="delay", minimal_backoff_time="1s", maximal_backoff_time="1s")
     send("alice@a.test", ["bob@b.test"], b"Subject: slow\r\nMessage-ID: <slow@a.test>\r\n\r\nslow body\r\n")
