@@ -29,7 +29,7 @@ def count(t, needle):
 def test_outbound_to_smtp_sink_at_concurrency_20(tern_factory, dns):
     a = domain_tern(tern_factory, dns, "a.test", "127.0.0.2", users=["alice"], smtp_destination_concurrency_limit="20",
                     minimal_backoff_time="3600s", maximal_backoff_time="3600s", queue_run_delay="3600s",
-                    smtp_connection_cache_time_limit="10s")
+                    smtp_connection_cache_time_limit="10s", dns_timeout="5s", dns_tries="2")
     # Queue N messages of 1 KB for user@d.test; the first attempts are refused.
     subprocess.run([SMTP_SOURCE, "-s", "10", "-m", str(N), "-l", "1024", "-f", "alice@a.test", "-t", "user@d.test",
                     "-M", "client.a.test", "127.0.0.2:25"], check=True, timeout=300, capture_output=True)
