@@ -160,9 +160,17 @@ void QueueManager::flush() {
     forced_.insert(id);
     schedule(id, 0);
   }
+  // A message being delivered right now is tried again as soon as this attempt
+  // ends, if it leaves anything pending (commit() looks at forced_): a flush just
+  // after a deferral was logged must not find it "in flight" and miss it.
+  for (const std::string& id : active_) forced_.insert(id);
 }
 
 bool QueueManager::flush(const std::string& id) {
+  if (active_.count(id)) {
+    forced_.insert(id);  // tried again when this attempt ends (see flush())
+    return true;
+  }
   if (!scheduled_.count(id)) return false;
   forced_.insert(id);
   schedule(id, 0);
@@ -799,6 +807,7 @@ void QueueManager::commit(Envelope env, std::vector<size_t> touched) {
     active_.erase(id);
     if (deleted_.erase(id)) {
       // ternctl queue delete while it was being delivered.
+      forced_.erase(id);
       if (done) {
         maillog::removed(id);
       } else {
@@ -813,8 +822,10 @@ void QueueManager::commit(Envelope env, std::vector<size_t> touched) {
     } else if (done) {
       maillog::removed(id);
     } else if (next != INT64_MAX) {
-      schedule(id, next);
+      // Flushed while it was being delivered: now, whatever the backoff.
+      schedule(id, forced_.count(id) ? 0 : next);
     }
+    if (done) forced_.erase(id);
     run();
   });
 }
