@@ -14,6 +14,8 @@ The DNS of the test world is dnsmasq, started here with its own records:
     c.test       MX 10 mxalias.c.test, a CNAME chain to mx.c.test A 127.0.0.4
     d.test       MX 10 mx.d.test     mx.d.test  A 127.0.0.4     (a scripted peer)
     e.test       MX 10 mx.e.test     mx.e.test  A 127.0.0.6     (nobody listens)
+    f.test       MX 10 mx1.f.test    mx1.f.test A 127.0.0.6 (nobody listens)
+                 MX 20 mx2.f.test    mx2.f.test A 127.0.0.4 (the backup MX)
     smtp.relay.test  A 127.0.0.5     (a private Postfix, the smarthost of test_send_relay)
     nullmx.test  MX 0 .              (RFC 7505)
     nomx.test    no MX, A 127.0.0.4  (the implicit MX)
@@ -134,6 +136,8 @@ class Dns:
             "--cname=mxalias2.c.test,mx.c.test", "--host-record=mx.c.test,127.0.0.4",
             "--mx-host=d.test,mx.d.test,10", "--host-record=mx.d.test,127.0.0.4",
             "--mx-host=e.test,mx.e.test,10", "--host-record=mx.e.test,127.0.0.6",
+            "--mx-host=f.test,mx1.f.test,10", "--host-record=mx1.f.test,127.0.0.6",
+            "--mx-host=f.test,mx2.f.test,20", "--host-record=mx2.f.test,127.0.0.4",
             "--host-record=smtp.relay.test,127.0.0.5",
             "--mx-host=nullmx.test,.,0",
             "--host-record=nomx.test,127.0.0.4",
@@ -214,7 +218,8 @@ class ScriptedPeer:
     """An SMTP server on ip:25 that follows a script, for what a real server will not
     do on purpose (hang up in the middle of DATA). `behaviour` is "cut-data" (354,
     then close after `cut_after` body bytes), "cut-bdat" (CHUNKING, close inside the
-    chunk) or "accept" (take the message: 250)."""
+    chunk), "accept" (take the message: 250) or "helo-only" (refuse EHLO with 502, as
+    an old server does, and take the message after HELO)."""
 
     def __init__(self, ip="127.0.0.4", behaviour="cut-data", cut_after=10):
         self.ip = ip
@@ -222,6 +227,7 @@ class ScriptedPeer:
         self.cut_after = cut_after
         self.sessions = 0
         self.received = []
+        self.commands = []
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((ip, 25))
@@ -252,12 +258,18 @@ class ScriptedPeer:
             if not line:
                 return
             cmd = line.strip().upper()
-            if cmd.startswith(b"EHLO"):
+            if cmd.startswith(b"EHLO") and self.behaviour == "helo-only":
+                c.sendall(b"502 5.5.2 Error: command not recognized\r\n")
+            elif cmd.startswith(b"HELO"):
+                self.commands.append(cmd)
+                c.sendall(b"250 mx.d.test\r\n")
+            elif cmd.startswith(b"EHLO"):
                 ext = b"250-mx.d.test\r\n250-PIPELINING\r\n"
                 if self.behaviour == "cut-bdat":
                     ext += b"250-CHUNKING\r\n"
                 c.sendall(ext + b"250 8BITMIME\r\n")
             elif cmd.startswith(b"MAIL") or cmd.startswith(b"RCPT") or cmd.startswith(b"RSET"):
+                self.commands.append(cmd)
                 c.sendall(b"250 2.0.0 Ok\r\n")
             elif cmd.startswith(b"BDAT"):
                 size = int(cmd.split()[1])

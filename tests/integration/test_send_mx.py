@@ -10,7 +10,7 @@ import smtplib
 
 import pytest
 
-from send_util import (dns, domain_tern, log_lines, maildir_messages, message_of, netns,  # noqa: F401
+from send_util import (ScriptedPeer, dns, domain_tern, log_lines, maildir_messages, message_of, netns,  # noqa: F401
                        reconfigure, report_fields, smtp_sink, wait_messages)
 from tern_harness import wait_for
 
@@ -169,3 +169,35 @@ def test_cname_chain_and_implicit_mx(tern_factory, dns):
     finally:
         sink.terminate()
         sink.wait()
+
+
+def test_backup_mx_when_the_primary_is_down(tern_factory, dns):
+    """f.test: MX 10 at 127.0.0.6, where nobody listens, then MX 20 (the sink):
+    tried in preference order within one attempt (RFC 5321 5.1)."""
+    sink = smtp_sink("127.0.0.4")
+    try:
+        a = domain_tern(tern_factory, dns, "a.test", "127.0.0.2", users=["alice"])
+        send("127.0.0.2", "alice@a.test", ["x@f.test"], b"Subject: to the backup\r\n\r\nx\r\n")
+        log = a.wait_log("status=sent")
+        assert re.search(r"to=<x@f\.test>, relay=mx2\.f\.test\[127\.0\.0\.4\]:25, .*status=sent", log), log
+        assert "status=deferred" not in log
+    finally:
+        sink.terminate()
+        sink.wait()
+
+
+def test_helo_fallback_for_a_server_without_ehlo(tern_factory, dns):
+    peer = ScriptedPeer("127.0.0.4", behaviour="helo-only")
+    try:
+        a = domain_tern(tern_factory, dns, "a.test", "127.0.0.2", users=["alice"])
+        send("127.0.0.2", "alice@a.test", ["user@d.test"], b"Subject: old school\r\n\r\nhello\r\n")
+        wait_for(lambda: peer.received, 20, what="the message at the peer")
+        assert b"hello" in peer.received[0]
+        # HELO with our name, then the plain commands: no ESMTP parameters.
+        assert peer.commands[0] == b"HELO MX.A.TEST"
+        assert peer.commands[1] == b"MAIL FROM:<ALICE@A.TEST>"
+        log = a.wait_log("status=sent")
+        assert re.search(r"to=<user@d\.test>, relay=mx\.d\.test\[127\.0\.0\.4\]:25, .*status=sent \(250 2\.0\.0 Ok: "
+                         r"queued as SCRIPTED\)", log), log
+    finally:
+        peer.stop()
