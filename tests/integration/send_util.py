@@ -303,12 +303,12 @@ class ScriptedPeer:
         self.thread.join(timeout=5)
 
 
-def smtp_sink(ip, port=25, extra=()):
+def smtp_sink(ip, port=25, extra=(), stdout=subprocess.DEVNULL):
     """Postfix's smtp-sink on ip:port (it advertises PIPELINING, 8BITMIME, and
     accepts everything)."""
     # As root it must be told which user to become (-u); it binds first.
     user = ["-u", "nobody"] if os.geteuid() == 0 else []
-    p = subprocess.Popen(["/usr/sbin/smtp-sink", *user, *extra, f"{ip}:{port}", "100"], stdout=subprocess.DEVNULL,
+    p = subprocess.Popen(["/usr/sbin/smtp-sink", *user, *extra, f"{ip}:{port}", "100"], stdout=stdout,
                          stderr=subprocess.DEVNULL)
 
     def up():
