@@ -6,9 +6,9 @@ address (deferred with a long backoff), then smtp-sink starts and the queue is
 flushed: what is measured is sending alone, from the flush to the last "sent".
 
 In CI it runs with 200 messages and checks only that every one went out, once
-(Tern's log and smtp-sink's own count agree), over at most 20 connections; TERN_SEND_BENCH_N=5000 makes it the
-measurement, printed as "outbound: N messages in S s: R msg/s". No timing is
-asserted."""
+(Tern's log and smtp-sink's own count agree), over at most 20 connections;
+TERN_SEND_BENCH_N=5000 makes it the measurement, printed as "outbound: N messages
+in S s: R msg/s". No timing is asserted."""
 import os
 import re
 import subprocess
