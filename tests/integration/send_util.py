@@ -219,7 +219,8 @@ class ScriptedPeer:
     do on purpose (hang up in the middle of DATA). `behaviour` is "cut-data" (354,
     then close after `cut_after` body bytes), "cut-bdat" (CHUNKING, close inside the
     chunk), "accept" (take the message: 250) or "helo-only" (refuse EHLO with 502, as
-    an old server does, and take the message after HELO)."""
+    an old server does, and take the message after HELO) or "silent" (accept the
+    connection and never say a word)."""
 
     def __init__(self, ip="127.0.0.4", behaviour="cut-data", cut_after=10):
         self.ip = ip
@@ -252,6 +253,9 @@ class ScriptedPeer:
 
     def _session(self, c):
         f = c.makefile("rb")
+        if self.behaviour == "silent":
+            f.read()  # never greet; wait for the client to give up and close
+            return
         c.sendall(b"220 mx.d.test ESMTP scripted\r\n")
         while True:
             line = f.readline()
@@ -299,6 +303,10 @@ class ScriptedPeer:
 
     def stop(self):
         self.stopping = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes accept(); close() alone does not
+        except OSError:
+            pass
         self.sock.close()
         self.thread.join(timeout=5)
 

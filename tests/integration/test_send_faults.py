@@ -4,7 +4,8 @@ own network namespace with dnsmasq (send_util.py): the receiver down (deferred, 
 the queue is flushed), 4xx then 250, 5xx (an RFC 3464 bounce in the sender's
 Maildir, a copy for the postmaster), an undeliverable bounce (to the postmaster),
 the queue lifetime running out, a delay warning, and the peer hanging up in the
-middle of DATA and of a BDAT chunk; NXDOMAIN and a null MX (bounced), SERVFAIL, no
+middle of DATA and of a BDAT chunk, a server that never greets (smtp_helo_timeout);
+NXDOMAIN and a null MX (bounced), SERVFAIL, no
 DNS answer and REFUSED (deferred)."""
 import re
 import smtplib
@@ -257,3 +258,19 @@ def test_null_mx_bounces(tern_factory, dns):
     assert re.search(r"to=<user@nullmx\.test>, relay=none, .*dsn=5\.1\.10, status=bounced \(Domain nullmx\.test does "
                      r"not accept mail \(nullMX\)\)", log), log
     wait_queue_empty(a)
+
+
+def test_server_that_never_greets_times_out(tern_factory, dns):
+    # smtp_helo_timeout covers the greeting too (Postfix): 1 s here.
+    peer = ScriptedPeer("127.0.0.4", behaviour="silent")
+    try:
+        a = domain_tern(tern_factory, dns, "a.test", "127.0.0.2", users=["alice"], smtp_helo_timeout="1s",
+                        minimal_backoff_time="300s", maximal_backoff_time="600s")
+        send("alice@a.test", ["user@d.test"], b"Subject: anyone there\r\n\r\nx\r\n")
+        log = a.wait_log("status=deferred", timeout=20)
+        assert re.search(r"to=<user@d\.test>, relay=none, .*dsn=4\.4\.2, status=deferred \(conversation with "
+                         r"mx\.d\.test\[127\.0\.0\.4\]:25 timed out while receiving the initial server greeting\)",
+                         log), log
+        assert peer.sessions == 1
+    finally:
+        peer.stop()
