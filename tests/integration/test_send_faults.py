@@ -1,12 +1,12 @@
 """Faults on the way from mx.a.test (127.0.0.2) to mx.b.test (127.0.0.3), to a
 scripted peer (mx.d.test, 127.0.0.4) and to domains whose DNS fails, in the test's
-own network namespace with dnsmasq (send_util.py): the receiver down (deferred, delivered once it is up and
-the queue is flushed), 4xx then 250, 5xx (an RFC 3464 bounce in the sender's
-Maildir, a copy for the postmaster), an undeliverable bounce (to the postmaster),
-the queue lifetime running out, a delay warning, and the peer hanging up in the
-middle of DATA and of a BDAT chunk, a server that never greets (smtp_helo_timeout);
-NXDOMAIN and a null MX (bounced), SERVFAIL, no
-DNS answer and REFUSED (deferred)."""
+own network namespace with dnsmasq (send_util.py): the receiver down (deferred,
+delivered once it is up and the queue is flushed), 4xx then 250, 5xx (an RFC 3464
+bounce in the sender's Maildir, a copy for the postmaster), an undeliverable bounce
+(to the postmaster), the queue lifetime running out, a delay warning, the peer
+hanging up in the middle of DATA and of a BDAT chunk, a server that never greets
+(smtp_helo_timeout); NXDOMAIN and a null MX (bounced), SERVFAIL, no DNS answer and
+REFUSED (deferred)."""
 import re
 import smtplib
 import subprocess
