@@ -114,7 +114,8 @@ void SmtpClientConn::connected(std::shared_ptr<common::net::Connection> c) {
                          .text = "Cannot start TLS: handshake failure with " + s->relay() +
                                  (detail.empty() ? "" : ": " + common::log_escape(detail, 200)),
                          .greeted = s->session_.phase() != ClientSession::Phase::kGreeting,
-                         .tls_failed = true});
+                         .tls_failed = true,
+                         .relay = s->relay()});
       return;
     }
     s->lost("lost connection with " + s->relay() + " " + s->session_.stage_text());

@@ -64,7 +64,8 @@ def test_tls_policy_verify(tern_factory, dns, b):
     reconfigure(a, smtp_tls_CAfile=a.cert)
     send("127.0.0.2", "alice@a.test", ["bob@b.test"], b"Subject: not verified\r\n\r\nx\r\n")
     log = a.wait_log("dsn=4.7.5, status=deferred")
-    assert re.search(r"to=<bob@b\.test>, relay=none, .*dsn=4\.7\.5, status=deferred \(Cannot start TLS: handshake "
+    assert re.search(r"to=<bob@b\.test>, relay=mx\.b\.test\[127\.0\.0\.3\]:25, .*dsn=4\.7\.5, status=deferred \(Cannot "
+                     r"start TLS: handshake "
                      r"failure with mx\.b\.test\[127\.0\.0\.3\]:25", log), log
     assert len(maildir_messages(b, "bob", "b.test")) == 1
 
