@@ -135,7 +135,7 @@ LoginServer::~LoginServer() {
   }
 }
 
-Status LoginServer::start() {
+Status LoginServer::prepare() {
   const std::string cert = tls_file(cfg_.str("ssl_cert")), key = tls_file(cfg_.str("ssl_key"));
   if (!cert.empty()) {
     Result<std::shared_ptr<common::tls::Context>> t =
@@ -143,6 +143,10 @@ Status LoginServer::start() {
     if (!t) return common::make_error(ErrorKind::kConfig, "ssl_cert/ssl_key: " + t.error().message);
     tls_ = std::move(t).value();
   }
+  return {};
+}
+
+Status LoginServer::start() {
   for (const std::string& m : cfg_.list("auth_mechanisms")) {
     std::string u;
     for (char ch : m) u += static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));

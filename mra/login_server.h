@@ -37,6 +37,9 @@ class LoginServer {
  public:
   explicit LoginServer(common::DaemonContext& ctx);
   ~LoginServer();
+  // Before the privilege drop: reads the TLS key (readable by root only).
+  common::Status prepare();
+  // After it: connects to tern-authd and starts accepting.
   common::Status start();
   // Stops accepting; running logins and relays end on their own.
   void stop();

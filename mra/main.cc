@@ -40,8 +40,11 @@ int main(int argc, char** argv) {
   DaemonSpec spec;
   spec.name = "tern-mra";
   spec.log_service = "imap-login";
-  spec.post_jail = [&](DaemonContext& ctx) -> Status {
+  spec.pre_jail = [&](DaemonContext& ctx) -> Status {
     server = std::make_unique<tern::mra::LoginServer>(ctx);
+    return server->prepare();
+  };
+  spec.post_jail = [&](DaemonContext& ctx) -> Status {
     if (Status s = server->start(); !s) return s;
     ctx.on_stop = [&] {
       server->stop();

@@ -32,6 +32,7 @@
 //           alone. Started without root (the development default) it can only start
 //           workers with its own uid and refuses users with another.
 // STANDARDS Dovecot's login/post-login split (auth-master REQUEST).
+#include <grp.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -388,7 +389,7 @@ class Postlogin {
     Worker& w = *it->second;
     Result<std::pair<std::string, UniqueFd>> got = common::net::recv_fd(w.sock.get(), 512);
     if (!got) {
-      drop_worker(id, "closed its channel");
+      drop_worker(id, "");  // it exited (reap() logs how) or closed its channel
       return;
     }
     std::optional<handoff::Packet> p = handoff::decode(got->first);
@@ -448,14 +449,15 @@ class Postlogin {
       for (auto& [id, w] : workers_) {
         if (w->pid == pid) {
           w->pid = -1;
-          drop_worker(id, WIFSIGNALED(status) ? "was killed by signal " + std::to_string(WTERMSIG(status))
-                                              : "exited with status " + std::to_string(WEXITSTATUS(status)));
+          drop_worker(id, "");
           break;
         }
       }
-      if (WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) != 0)) {
-        g_log.info("session worker pid=%d ended (%s %d)", static_cast<int>(pid),
-                   WIFSIGNALED(status) ? "signal" : "status", WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+      if (WIFSIGNALED(status)) {
+        g_log.warning("session worker pid=%d was killed by signal %d (%s); only its own sessions were lost",
+                      static_cast<int>(pid), WTERMSIG(status), ::strsignal(WTERMSIG(status)));
+      } else if (WIFEXITED(status) && WEXITSTATUS(status) != 0) {
+        g_log.warning("session worker pid=%d exited with status %d", static_cast<int>(pid), WEXITSTATUS(status));
       }
     }
   }
