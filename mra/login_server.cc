@@ -113,6 +113,9 @@ struct LoginServer::Client {
   uint64_t started_ms = 0;
   std::optional<uint32_t> auth_id;
   bool auth_busy = false;            // waiting for tern-authd
+  // tern-authd said OK with final SASL data (SCRAM's server signature): it went to
+  // the client as a last challenge, and success is declared on its (empty) answer.
+  std::optional<common::auth::AuthSuccess> success;
   int attempts = 0;
   std::string mech;
   std::string user;                  // for the log
@@ -307,6 +310,7 @@ void LoginServer::pump(const std::shared_ptr<Client>& c) {
       case Act::kAuthCancel:
         if (c->auth_id) auth_->cancel(*c->auth_id);
         c->auth_id.reset();
+        c->success.reset();
         continue;
       case Act::kLoggedIn:
         return;  // only after auth_result(), handled there
@@ -318,6 +322,17 @@ void LoginServer::pump(const std::shared_ptr<Client>& c) {
 }
 
 void LoginServer::begin_auth(const std::shared_ptr<Client>& c) {
+  if (c->success) {
+    // The answer to the final server message: any answer but a cancel completes it
+    // (RFC 4422 5: the client checks the server's proof; the server only waits).
+    common::auth::AuthSuccess ok = std::move(*c->success);
+    c->success.reset();
+    c->user = ok.user;
+    std::string out;
+    Act a = c->proto->auth_result(true, ok.user, false, out);
+    if (a == Act::kLoggedIn) hand_over(c, ok.id, ok.user, std::move(out));
+    return;
+  }
   c->auth_busy = true;
   c->conn->pause_reading();  // input waits until tern-authd answers
   if (c->auth_id) {
@@ -359,7 +374,11 @@ void LoginServer::auth_done(const std::shared_ptr<Client>& c, Result<common::aut
   c->auth_busy = false;
   if (c->conn->closing()) return;
   std::string out;
-  if (r) {
+  if (r && !r->final_data.empty()) {
+    c->user = r->user;
+    c->conn->write(c->proto->auth_challenge(r->final_data));
+    c->success = std::move(r).value();
+  } else if (r) {
     c->user = r->user;
     Act a = c->proto->auth_result(true, r->user, false, out);
     if (a == Act::kLoggedIn) {
