@@ -649,8 +649,8 @@ Status MaildirStore::rename(const std::string& from, const std::string& to) {
     if (Result<index::SyncResult> s = index_->sync("INBOX"); !s) return s.take_error();
     return {};
   }
-  if (!is_dir(*from_dir)) return make_error(ErrorKind::kNotFound, "no such mailbox");
-  // The mailbox and its children (".a" and ".a.*" are separate directories).
+  // The mailbox and its children (".a" and ".a.*" are separate directories; a
+  // \Noselect parent has only children).
   Result<std::vector<std::string>> folders = maildir::list_folders(settings_.root);
   if (!folders) return folders.take_error();
   std::vector<std::pair<std::string, std::string>> moves;  // disk names
@@ -659,6 +659,7 @@ Status MaildirStore::rename(const std::string& from, const std::string& to) {
       moves.emplace_back(f, *to_disk + f.substr(from_disk->size()));
     }
   }
+  if (moves.empty()) return make_error(ErrorKind::kNotFound, "no such mailbox");
   for (const auto& [a, b] : moves) {
     Result<std::string> da = maildir::folder_path(settings_.root, a), db = maildir::folder_path(settings_.root, b);
     if (!da || !db) return make_error(ErrorKind::kDenied, "invalid mailbox name");
