@@ -12,7 +12,8 @@ import pytest
 
 from tern_harness import BIN, Tern, is_root, proc_status, wait_for
 
-SERVICES = ["authd", "mda", "mta", "mra"]
+# tern-mra-postlogin runs whenever tern-mra does (common/services.cc).
+SERVICES = ["authd", "mda", "mta", "mra", "mra-postlogin"]
 
 
 def test_status_lists_every_daemon(tern):
