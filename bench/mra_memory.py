@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 
 from mra_helpers import FAST, PW, deliver, make_mra, maildir_of  # noqa: E402
 from mda_helpers import add_user  # noqa: E402
-from tern_harness import children_of, free_port, port_open, wait_for  # noqa: E402
+from tern_harness import free_port, port_open, wait_for  # noqa: E402
 
 
 def smaps(pid):
@@ -66,12 +66,22 @@ def comm(pid):
 
 
 def descendants(pid):
+    """Every process below pid (one pass over /proc: Dovecot has one per connection)."""
+    kids = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
+        kids.setdefault(ppid, []).append(int(d))
     out, todo = [], [pid]
     while todo:
         p = todo.pop()
-        kids = children_of(p)
-        out += kids
-        todo += kids
+        out += kids.get(p, [])
+        todo += kids.get(p, [])
     return out
 
 
@@ -138,6 +148,9 @@ service imap-login {{
     port = {sport}
     ssl = yes
   }}
+}}
+service imap {{
+  process_limit = 5000
 }}
 service anvil {{
   chroot =

@@ -223,6 +223,9 @@ void LoginServer::accept(UniqueFd fd, const std::string& service) {
     sc.login_limits.max_line = static_cast<size_t>(cfg_.bytes("imap_login_max_line_length"));
     sc.login_limits.max_literal = sc.login_limits.max_line;
     sc.login_limits.max_command = sc.login_limits.max_line * 2;
+    // The worker's limits, for the capabilities announced with the tagged OK.
+    sc.limits.max_line = static_cast<size_t>(cfg_.bytes("imap_max_line_length"));
+    sc.limits.max_append = cfg_.bytes("imap_append_limit");
     sc.max_bad_commands = static_cast<int>(cfg_.integer("imap_max_bad_commands"));
     sc.now = [] { return static_cast<int64_t>(::time(nullptr)); };
     c->proto = std::make_unique<ProtoOf<imap::ImapSession>>(std::move(sc));

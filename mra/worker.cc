@@ -436,6 +436,9 @@ class Worker {
                                                       : detail.c_str(),
               static_cast<unsigned long long>(s->conn->bytes_in()), static_cast<unsigned long long>(s->conn->bytes_out()));
     sessions_.erase(s->id);
+    for (auto it = stores_.begin(); it != stores_.end();) {
+      it = it->second.expired() ? stores_.erase(it) : std::next(it);
+    }
     if (ctl_open_) {
       std::string done = handoff::encode("DONE", {{"id", std::to_string(s->id)}});
       if (!common::net::send_fd(ctl_.get(), -1, done)) ctl_open_ = false;

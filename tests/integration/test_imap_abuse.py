@@ -232,3 +232,25 @@ def test_login_timeout_and_connection_limits(tern_factory):
     for c in sessions:
         c.logout()
     t.stop()
+
+
+def test_idle_times_out_after_imap_idle_timeout(tern_factory):
+    # RFC 3501 5.4: at least 30 minutes (the default); the shortest allowed here is
+    # one minute, so the test waits that long, for the server's BYE (no sleep).
+    from mda_helpers import add_user, prepare_mail_dir
+    from mra_helpers import FAST
+    s = dict(FAST)
+    s["imap_idle_timeout"] = "60s"
+    t = tern_factory(settings=s, start=False)
+    prepare_mail_dir(t)
+    t.start()
+    add_user(t, USER, password=PW)
+    r = login_raw(t)
+    r.send(b"s SELECT INBOX\r\n")
+    r.until(b"s OK")
+    r.send(b"i IDLE\r\n")
+    assert r.line().startswith(b"+")
+    r.s.settimeout(180)
+    assert r.line() == b"* BYE Disconnected for inactivity."
+    assert r.closed()
+    t.stop()
