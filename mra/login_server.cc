@@ -185,7 +185,9 @@ void LoginServer::accept(UniqueFd fd, const std::string& service) {
   c->service = c->imap ? "imap-login" : "pop3-login";
   const bool implicit_tls = service == "imaps" || service == "pop3s";
   common::net::Connection::Options o;
-  o.read_chunk = 16 << 10;  // one TLS record
+  // Small: a TLS connection stays here for its whole life (the relay), and keeps
+  // its read buffer; BoringSSL reassembles records from several reads.
+  o.read_chunk = 4096;
   o.absolute_timeout_ms = static_cast<uint64_t>(cfg_.seconds("login_timeout")) * 1000;
   c->conn = Connection::adopt(*ctx_.loop, std::move(fd), o);
   c->peer = c->conn->peer();
@@ -507,7 +509,7 @@ void LoginServer::handover_reply(const std::shared_ptr<Client>& c, const std::st
 
 void LoginServer::start_relay(const std::shared_ptr<Client>& c) {
   common::net::Connection::Options o;
-  o.read_chunk = 16 << 10;
+  o.read_chunk = 4096;
   c->plain = Connection::adopt(*ctx_.loop, std::move(c->relay_end), o);
   c->conn->set_absolute_timeout(0);  // the worker times the session out from now on
   c->handing_over = false;
