@@ -40,7 +40,8 @@ void ScanTracker::touch(const std::string& dir) {
 void ScanTracker::touch_all() {
   for (auto& [d, g] : gens_) g = ++next_;
 }
-std::optional<uint64_t> ScanTracker::generation(const std::string& dir) const {
+std::optional<uint64_t> ScanTracker::generation(const std::string& dir) {
+  if (drain_) drain_();
   auto it = gens_.find(dir);
   if (it == gens_.end()) return std::nullopt;
   return it->second;

@@ -33,6 +33,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -58,9 +59,13 @@ class ScanTracker {
   void touch(const std::string& dir);
   void touch_all();  // the watcher lost events (inotify queue overflow)
   // The generation of a watched dir; nullopt when nothing watches it (scan always).
-  std::optional<uint64_t> generation(const std::string& dir) const;
+  // Reads the watcher's pending events first, so a change that happened before a
+  // client's command is seen by that command (no race with the event loop's order).
+  std::optional<uint64_t> generation(const std::string& dir);
+  void set_drain(std::function<void()> drain) { drain_ = std::move(drain); }
 
  private:
+  std::function<void()> drain_;
   std::unordered_map<std::string, uint64_t> gens_;
   uint64_t next_ = 1;
 };

@@ -48,8 +48,10 @@ class Watcher {
     watch_ = std::make_unique<common::ev::FdWatch>(loop, fd_.get());
     watch_->start(UV_READABLE, [this](int, int) { on_events(); });
     debounce_ = std::make_unique<common::ev::Timer>(loop);
+    ScanTracker::global().set_drain([this] { on_events(); });
   }
   ~Watcher() {
+    ScanTracker::global().set_drain(nullptr);
     if (watch_) watch_->stop();
   }
 
