@@ -72,9 +72,17 @@ int main(int argc, char** argv) {
     for (int fd : ctx.listeners("auth-userdb")) userdb_server->listen(fd);
     for (int fd : ctx.listeners("auth-client")) auth_server->listen(fd);
     ctx.on_stop = [&] {
+      // Everything that owns loop handles goes while the loop still runs (outside
+      // any of its callbacks): the loop closes after daemon_main returns.
       userdb_server->stop();
       auth_server->stop();
-      ctx.loop->stop();
+      ctx.loop->post([&] {
+        auth_server.reset();
+        userdb_server.reset();
+        core.reset();
+        worker.reset();
+        ctx.loop->stop();
+      });
     };
     return {};
   };

@@ -60,6 +60,8 @@ Result<ServiceSpec> make_service(const Config& cfg, const std::string& name) {
       return st.take_error();
     }
     if (Status st = add_inet(cfg, "inet_interfaces", "smtps_port", "smtps", s.listeners); !st) return st.take_error();
+    // The sendmail command submits here; tern-mta knows the caller by SO_PEERCRED.
+    s.listeners.push_back(unix_listener(cfg, "sendmail", 0666, cfg.str("mail_owner")));
   } else if (name == "mra") {
     s.user_key = "default_login_user";
     if (Status st = add_inet(cfg, "listen", "imap_port", "imap", s.listeners); !st) return st.take_error();
@@ -122,9 +124,15 @@ Result<ServiceSpec> find_service(const Config& cfg, const std::string& name) {
 std::vector<DirectorySpec> directory_table(const Config& cfg) {
   return {
       {cfg.str("base_dir"), "", 0755},
-      {cfg.str("queue_directory"), cfg.str("mail_owner"), 0700},
+      // 0711: sendmail must reach the maildrop inside it; nobody may list the queue.
+      {cfg.str("queue_directory"), cfg.str("mail_owner"), 0711},
+      // Sticky and not listable (Postfix's maildrop before postdrop): any user may
+      // leave a file, none may read, list or remove another's.
+      {cfg.str("maildrop_directory"), cfg.str("mail_owner"), 01733},
       {cfg.str("data_directory"), "", 0755},
       {cfg.str("data_directory") + "/auth", cfg.str("authd_user"), 0700},
+      // tern-mda's memory of XTERN-DELIVERY-IDs (mda/delivery_ids.h).
+      {cfg.str("data_directory") + "/mda", cfg.str("mail_uid"), 0700},
   };
 }
 

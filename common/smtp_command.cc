@@ -135,6 +135,11 @@ CommandResult parse_mail(std::string_view arg, const CommandOptions& opt, Comman
       std::optional<std::string> v = pr.has_value ? xtext_decode(pr.value) : std::nullopt;
       if (!v) return syntax("Bad AUTH value");
       cmd.mail.auth = std::move(*v);
+    } else if (k == "XTERN-DELIVERY-ID" && opt.delivery_id) {
+      bool ok = pr.has_value && !pr.value.empty() && pr.value.size() <= kMaxDeliveryId;
+      for (char ch : pr.value) ok = ok && ((ch >= '0' && ch <= '9') || (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z'));
+      if (!ok) return syntax("Bad XTERN-DELIVERY-ID value");
+      cmd.mail.delivery_id = pr.value;
     } else {
       return unknown_param(k);
     }

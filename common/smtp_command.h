@@ -75,6 +75,7 @@ struct MailParams {
   Ret ret = Ret::kUnspecified;        // RET=
   std::string envid;                  // ENVID=, xtext-decoded
   std::optional<std::string> auth;    // AUTH=, xtext-decoded; "<>" when the submitter is unknown
+  std::string delivery_id;            // XTERN-DELIVERY-ID= (Tern's LMTP, see below)
 };
 
 struct RcptParams {
@@ -103,7 +104,14 @@ struct CommandOptions {
   bool smtputf8 = true;           // SMTPUTF8
   bool dsn = false;               // RET ENVID NOTIFY ORCPT
   bool auth = false;              // AUTH= on MAIL
+  // XTERN-DELIVERY-ID=<queue id> on MAIL: Tern's private LMTP extension between
+  // tern-mta and tern-mda for exactly-once delivery (mta/lmtp_client.h).
+  bool delivery_id = false;
 };
+
+// Bound on an XTERN-DELIVERY-ID value: a queue id (common/queue_id.h), letters and
+// digits only.
+inline constexpr size_t kMaxDeliveryId = 64;
 
 // Bounds on what a client controls (RFC 3461 4.4: ENVID at most 100 characters;
 // RFC 3030: we cap a BDAT chunk size at what fits in 64 bits and leave the message

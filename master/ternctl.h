@@ -26,5 +26,7 @@ int cmd_tls_selfsigned(const Invocation& inv);
 int cmd_user(const Invocation& inv);    // ternctl_user.cc
 int cmd_domain(const Invocation& inv);  // ternctl_user.cc
 int cmd_pw(const Invocation& inv);      // ternctl_user.cc
+int cmd_postmap(const Invocation& inv); // ternctl_maps.cc
+int cmd_queue(const Invocation& inv);   // ternctl_queue.cc
 
 }  // namespace tern::ternctl

@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <ctime>
+
 #include "common/connection.h"
 #include "common/log.h"
 
@@ -91,6 +93,15 @@ class LmtpConnection : public LmtpSession::Host, public std::enable_shared_from_
     }
   }
 
+  bool delivery_ids() const override { return server_->ids_ != nullptr; }
+  bool delivered_before(const std::string& id, const std::string& recipient) override {
+    return server_->ids_ && server_->ids_->seen(id, recipient);
+  }
+  common::Status record_delivered(const std::string& id, const std::vector<std::string>& recipients) override {
+    if (!server_->ids_) return {};
+    return server_->ids_->record(id, recipients, static_cast<int64_t>(::time(nullptr)));
+  }
+
   void shutdown() {
     if (conn_) conn_->close();
   }
@@ -102,9 +113,9 @@ class LmtpConnection : public LmtpSession::Host, public std::enable_shared_from_
 };
 
 LmtpServer::LmtpServer(common::ev::Loop& loop, Settings settings, LmtpSession::Options options, uint64_t idle_timeout_ms,
-                       Lookup lookup, DeliveryHelper* helper)
+                       Lookup lookup, DeliveryHelper* helper, DeliveryIds* ids)
     : loop_(loop), settings_(std::move(settings)), options_(std::move(options)), idle_timeout_ms_(idle_timeout_ms),
-      lookup_(std::move(lookup)), helper_(helper) {}
+      lookup_(std::move(lookup)), helper_(helper), ids_(ids) {}
 
 LmtpServer::~LmtpServer() = default;
 

@@ -16,6 +16,7 @@
 #include "common/sockets.h"
 #include "mda/delivery.h"
 #include "mda/delivery_helper.h"
+#include "mda/delivery_ids.h"
 #include "mda/lmtp_session.h"
 
 namespace tern::mda {
@@ -26,8 +27,9 @@ class LmtpServer {
  public:
   using Lookup = std::function<void(const std::string& user, LmtpSession::Host::LookupDone done)>;
   // `helper` (may be null) delivers to users whose uid is not ours (delivery_helper.h).
+  // `ids` (may be null) remembers deliveries by XTERN-DELIVERY-ID (delivery_ids.h).
   LmtpServer(common::ev::Loop& loop, Settings settings, LmtpSession::Options options, uint64_t idle_timeout_ms,
-             Lookup lookup, DeliveryHelper* helper = nullptr);
+             Lookup lookup, DeliveryHelper* helper = nullptr, DeliveryIds* ids = nullptr);
   ~LmtpServer();
   // Serves a listening socket (the fd is duplicated).
   void listen(int fd, const std::string& name);
@@ -47,6 +49,7 @@ class LmtpServer {
   uint64_t idle_timeout_ms_;
   Lookup lookup_;
   DeliveryHelper* helper_;
+  DeliveryIds* ids_;
   std::vector<std::unique_ptr<common::net::Listener>> listeners_;
   std::set<std::shared_ptr<LmtpConnection>> conns_;
   common::maildir::DirSyncer syncer_;

@@ -153,6 +153,7 @@ void LmtpSession::command(std::string_view line) {
   co.smtputf8 = true;
   co.dsn = false;
   co.size = true;
+  co.delivery_id = host_->delivery_ids();
   common::smtp::CommandResult r = common::smtp::parse_command(line, co);
   if (Reply* rep = std::get_if<Reply>(&r)) {
     error_reply(*rep);
@@ -166,6 +167,7 @@ void LmtpSession::command(std::string_view line) {
       std::vector<std::string> lines = {opt_.hostname, "PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8",
                                         "CHUNKING", "BINARYMIME"};
       lines.push_back(opt_.size_limit ? "SIZE " + std::to_string(opt_.size_limit) : "SIZE");
+      if (host_->delivery_ids()) lines.push_back("XTERN-DELIVERY-ID");
       reply(Reply(250, "", lines));
       return;
     }
@@ -340,9 +342,18 @@ void LmtpSession::end_of_message() {
     reset_transaction();
     return;
   }
+  // XTERN-DELIVERY-ID: recipients this delivery id already reached get their 250
+  // again without a second copy (tern-mta crashed before recording our 250).
+  const std::string delivery_id = mail_params_.delivery_id;
+  std::vector<bool> again(rcpts_.size(), false);
   std::vector<DeliveryJob> jobs;
   const time_t now = ::time(nullptr);
-  for (const Rcpt& r : rcpts_) {
+  for (size_t i = 0; i < rcpts_.size(); ++i) {
+    const Rcpt& r = rcpts_[i];
+    if (!delivery_id.empty() && host_->delivered_before(delivery_id, r.address)) {
+      again[i] = true;
+      continue;
+    }
     DeliveryJob j;
     j.user = r.user;
     j.envelope.sender = sender_;
@@ -355,22 +366,50 @@ void LmtpSession::end_of_message() {
   const std::string msgid = find_message_id(spool_->head(16384));
   busy(true);
   std::weak_ptr<LmtpSession> weak = weak_from_this();
-  std::vector<std::string> users;
-  for (const Rcpt& r : rcpts_) users.push_back(r.user.name);
-  host_->deliver(spool_, std::move(jobs), [weak, users, msgid](std::vector<Outcome> outcomes) {
+  std::vector<std::string> users, addresses;
+  for (size_t i = 0; i < rcpts_.size(); ++i) {
+    if (again[i]) continue;
+    users.push_back(rcpts_[i].user.name);
+    addresses.push_back(rcpts_[i].address);
+  }
+  auto finish = [weak, users, addresses, again, msgid, delivery_id](std::vector<Outcome> outcomes) {
     std::shared_ptr<LmtpSession> self = weak.lock();
     if (!self) return;
+    std::vector<std::string> delivered;
     for (size_t i = 0; i < outcomes.size(); ++i) {
       // Dovecot's line shape: lmtp(user)<session>: msgid=<...>: saved mail to INBOX
       common::log::info("lmtp(%s)<%s>: msgid=%s: %s", common::log_escape(users[i], 200).c_str(), self->id_.c_str(),
                         msgid.empty() ? "unspecified" : common::log_escape(msgid, 200).c_str(),
                         outcomes[i].log.c_str());
-      self->reply(outcomes[i].reply);
+      if (outcomes[i].reply.positive()) delivered.push_back(addresses[i]);
+    }
+    if (!delivery_id.empty() && !delivered.empty()) {
+      // Durable before the 250s go out. A failure here risks only a duplicate
+      // should tern-mta crash now, so the replies stand.
+      if (common::Status st = self->host_->record_delivered(delivery_id, delivered); !st) {
+        common::log::warning("%s: cannot record delivery id %s: %s", self->id_.c_str(), delivery_id.c_str(),
+                             st.error().message.c_str());
+      }
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < again.size(); ++i) {
+      if (again[i]) {
+        common::log::info("%s: delivery id %s already delivered to %s: not again", self->id_.c_str(),
+                          delivery_id.c_str(), common::log_escape(self->rcpts_[i].address, 200).c_str());
+        self->reply(Reply(250, "2.0.0", "<" + self->rcpts_[i].address + "> Ok: already delivered"));
+      } else {
+        self->reply(outcomes[k++].reply);
+      }
     }
     self->reset_transaction();
     self->busy(false);
     self->pump();
-  });
+  };
+  if (jobs.empty()) {
+    finish({});
+    return;
+  }
+  host_->deliver(spool_, std::move(jobs), finish);
 }
 
 }  // namespace tern::mda

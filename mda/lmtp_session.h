@@ -74,6 +74,19 @@ class LmtpSession : public std::enable_shared_from_this<LmtpSession> {
     // Delivers the spooled message to every job; done gets one Outcome per job in
     // order. The spool stays alive until done runs.
     virtual void deliver(std::shared_ptr<const MessageSpool> body, std::vector<DeliveryJob> jobs, DeliverDone done) = 0;
+    // XTERN-DELIVERY-ID (mda/delivery_ids.h): whether the host remembers deliveries
+    // by id; whether this (id, recipient) was delivered before; record new ones.
+    virtual bool delivery_ids() const { return false; }
+    virtual bool delivered_before(const std::string& id, const std::string& recipient) {
+      (void)id;
+      (void)recipient;
+      return false;
+    }
+    virtual common::Status record_delivered(const std::string& id, const std::vector<std::string>& recipients) {
+      (void)id;
+      (void)recipients;
+      return {};
+    }
   };
 
   LmtpSession(Options options, Host* host, std::string session_id);

@@ -31,10 +31,12 @@
 //           (SIZE), the Maildir and Maildir++ conventions, mboxrd.
 #include <unistd.h>
 
+#include <ctime>
 #include <memory>
 
 #include "common/daemon.h"
 #include "common/log.h"
+#include "mda/delivery_ids.h"
 #include "mda/lmtp_server.h"
 #include "mda/userdb.h"
 
@@ -44,6 +46,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<mda::DeliveryHelper> helper;
   std::unique_ptr<mda::UserdbLookup> userdb;
   std::unique_ptr<mda::LmtpServer> server;
+  std::unique_ptr<mda::DeliveryIds> ids;
   DaemonSpec spec;
   spec.name = "tern-mda";
   spec.log_service = "lmtp";
@@ -70,10 +73,20 @@ int main(int argc, char** argv) {
     o.temp_dir = cfg.str("mail_temp_dir");
     o.local_domains = cfg.list("mydestination");
     userdb = std::make_unique<mda::UserdbLookup>(*ctx.loop, cfg.str("base_dir") + "/auth-userdb");
+    // XTERN-DELIVERY-ID memory (delivery_ids.h): a week covers any crash-and-retry of
+    // tern-mta. Without it tern-mda still works; exactly-once falls back to at-least-once.
+    constexpr int64_t kKeepDeliveryIds = 7 * 86400;
+    auto di = mda::DeliveryIds::open(cfg.str("data_directory") + "/mda/delivery-ids.lmdb", kKeepDeliveryIds);
+    if (di) {
+      ids = std::move(di).value();
+      ids->prune(static_cast<int64_t>(::time(nullptr)));
+    } else {
+      log::warning("XTERN-DELIVERY-ID disabled: %s", di.error().message.c_str());
+    }
     server = std::make_unique<mda::LmtpServer>(
         *ctx.loop, settings, o, static_cast<uint64_t>(cfg.seconds("lmtp_timeout")) * 1000,
         [&](const std::string& user, mda::LmtpSession::Host::LookupDone done) { userdb->lookup(user, std::move(done)); },
-        helper.get());
+        helper.get(), ids.get());
     std::vector<int> fds = ctx.listeners("lmtp");
     if (fds.empty()) return make_error(ErrorKind::kConfig, "tern-mda has no lmtp listener");
     for (int fd : fds) server->listen(fd, "lmtp");

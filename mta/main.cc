@@ -1,26 +1,131 @@
-// tern-mta - SMTP server, queue and SMTP client
+// tern-mta - SMTP server, durable queue, queue manager and local delivery hand-off
 //
-// TRUST     Every byte from a client is untrusted.
-// PRIVILEGE Runs as mail_owner.
-// STANDARDS RFC 5321, RFC 6409, RFC 8314, RFC 3207.
+// Receives mail on the listeners tern-master passes in (smtp 25, submission 587,
+// smtps 465) and on the local "sendmail" socket, queues it durably (queue_store.h:
+// the 250 goes out only after the commit), expands aliases, and delivers local and
+// virtual-mailbox recipients to tern-mda over LMTP. Mail that sendmail left in the
+// maildrop directory while tern-mta was down is picked up at start.
+//
+// TRUST     Every byte from a network client is untrusted; the local socket's peer
+//           is identified by SO_PEERCRED and trusted only to be that uid. tern-mda
+//           and tern-authd are trusted peers on UNIX sockets.
+// PRIVILEGE Runs as mail_owner (never root: daemon_main refuses). Owns the queue.
+//           Reads the TLS key before dropping privilege.
+// STANDARDS RFC 5321, 6409, 8314, 3207, 4954, 1870, 2920, 6152, 6531, 2034, 3030,
+//           3461, 3464, 2033 (client).
 #include <memory>
 
 #include "common/daemon.h"
-#include "common/refuse_server.h"
+#include "common/dns.h"
+#include "common/log.h"
+#include "common/text.h"
+#include "common/tls.h"
+#include "mta/authd_glue.h"
+#include "mta/pickup.h"
+#include "mta/qmgr.h"
+#include "mta/queue_store.h"
+#include "mta/recipients.h"
+#include "mta/showq.h"
+#include "mta/smtpd.h"
 
 int main(int argc, char** argv) {
-  using namespace tern::common;
-  std::unique_ptr<RefuseServer> server;
-  DaemonSpec spec;
+  using namespace tern;
+  using common::Status;
+  std::shared_ptr<common::tls::Context> tls;
+  std::unique_ptr<mta::QueueStore> queue;
+  std::unique_ptr<mta::RecipientTables> tables;
+  std::unique_ptr<common::dns::Resolver> resolver;
+  std::unique_ptr<mta::AuthdSasl> sasl;
+  std::unique_ptr<mta::QueueManager> qmgr;
+  std::unique_ptr<mta::SmtpServer> server;
+  std::unique_ptr<mta::Pickup> pickup;
+
+  common::DaemonSpec spec;
   spec.name = "tern-mta";
   spec.log_service = "smtpd";
-  spec.post_jail = [&](DaemonContext& ctx) -> Status {
-    server = std::make_unique<RefuseServer>(ctx, std::vector<std::pair<std::string, std::string>>{{"smtp", "421 4.3.2 Service not available, closing transmission channel\\r\\n"}, {"submission", "421 4.3.2 Service not available, closing transmission channel\\r\\n"}}, "");
+  spec.pre_jail = [&](common::DaemonContext& ctx) -> Status {
+    const common::Config& cfg = ctx.config;
+    const std::string cert = cfg.str("smtpd_tls_cert_file");
+    if (!cert.empty() && common::to_lower(cfg.str("smtpd_tls_security_level")) != "none") {
+      auto c = common::tls::Context::server(cert, cfg.str("smtpd_tls_key_file"), cfg.str("ssl_min_protocol"));
+      if (!c) return common::make_error(common::ErrorKind::kConfig, "smtpd_tls_cert_file: " + c.error().message);
+      tls = std::move(c).value();
+    }
+    return {};
+  };
+  spec.post_jail = [&](common::DaemonContext& ctx) -> Status {
+    const common::Config& cfg = ctx.config;
+    common::ev::Loop& loop = *ctx.loop;
+    common::Result<mta::SmtpdSettings> settings = mta::SmtpdSettings::from_config(cfg);
+    if (!settings) return settings.take_error();
+    common::Result<mta::QmgrSettings> qs = mta::QmgrSettings::from_config(cfg);
+    if (!qs) return qs.take_error();
+    mta::QueueStore::Options qo;
+    qo.inline_limit = cfg.bytes("queue_inline_limit");
+    auto q = mta::QueueStore::open(loop, cfg.str("queue_directory"), qo);
+    if (!q) return q.take_error();
+    queue = std::move(q).value();
+    auto t = mta::RecipientTables::from_config(cfg);
+    if (!t) return t.take_error();
+    tables = std::move(t).value();
+    tables->set_userdb(mta::authd_userdb(loop, cfg.str("base_dir") + "/auth-userdb"));
+    common::dns::Resolver::Options ro;
+    ro.servers = cfg.str("dns_servers");
+    auto r = common::dns::Resolver::create(loop, ro);
+    if (!r) {
+      common::log::warning("DNS resolver unavailable: %s", r.error().message.c_str());
+    } else {
+      resolver = std::move(r).value();
+    }
+    const std::string sasl_path = cfg.str("smtpd_sasl_path");
+    if (common::to_lower(cfg.str("smtpd_sasl_type")) != "dovecot") {
+      return common::make_error(common::ErrorKind::kConfig, cfg.origin("smtpd_sasl_type") +
+                                                                ": smtpd_sasl_type: only dovecot is supported");
+    }
+    sasl = std::make_unique<mta::AuthdSasl>(loop, sasl_path);
+    qmgr = std::make_unique<mta::QueueManager>(loop, std::move(qs).value(), *queue, *tables);
+    server = std::make_unique<mta::SmtpServer>(loop, std::move(settings).value(), *queue, *tables, tls, sasl.get(),
+                                               resolver.get(),
+                                               [&](const std::string& id) { qmgr->notify(id); });
+    server->flush = [&] { qmgr->flush(); };
+    server->showq = [&] {
+      std::vector<mta::Envelope> all;
+      common::Status st = queue->for_each([&](const mta::Envelope& e) { all.push_back(e); });
+      if (!st) return "mailq: cannot read the queue: " + st.error().message + "\n";
+      return mta::format_mailq(all, qmgr->active_ids());
+    };
+    for (const auto& [name, port] : {std::pair{"smtp", mta::Port::kMx}, std::pair{"submission", mta::Port::kSubmission},
+                                     std::pair{"smtps", mta::Port::kSmtps}, std::pair{"sendmail", mta::Port::kLocal}}) {
+      for (int fd : ctx.listeners(name)) server->listen(fd, port, name);
+    }
+    if (Status st = qmgr->start(); !st) return st;
+    auto p = mta::Pickup::create(loop, cfg, *queue, *tables, [&](const std::string& id) { qmgr->notify(id); });
+    if (!p) return p.take_error();
+    pickup = std::move(p).value();
+    pickup->scan();
     ctx.on_stop = [&] {
+      // Stop taking new work; what is queued is durable and waits for the next
+      // start. Everything that owns loop handles goes while the loop still runs
+      // (their handles must close before the loop does).
       server->stop();
-      ctx.loop->stop();
+      pickup->stop();
+      qmgr->stop();
+      ctx.loop->post([&] {
+        server.reset();
+        pickup.reset();
+        qmgr.reset();
+        sasl.reset();
+        resolver.reset();
+        tables.reset();
+        queue.reset();
+        ctx.loop->stop();
+      });
+    };
+    ctx.on_reload = [&] {
+      if (qmgr) qmgr->flush();
+      if (pickup) pickup->scan();
     };
     return {};
   };
-  return daemon_main(argc, argv, spec);
+  return common::daemon_main(argc, argv, spec);
 }

@@ -37,7 +37,7 @@ enum EnvTag : uint8_t {
   kTSasl, kTLarge, kTRcpt = 20,
 };
 enum RcptTag : uint8_t {
-  kRAddress = 1, kROrig, kROrcpt, kRNotify, kRState, kRAttempts, kRNext, kRReply, kRDsn, kRWarned,
+  kRAddress = 1, kROrig, kROrcpt, kRNotify, kRState, kRAttempts, kRNext, kRReply, kRDsn, kRWarned, kRKind, kROwner,
 };
 
 std::string encode_rcpt(const Recipient& r) {
@@ -52,6 +52,8 @@ std::string encode_rcpt(const Recipient& r) {
   if (!r.last_reply.empty()) w.bytes(kRReply, r.last_reply);
   if (!r.dsn_status.empty()) w.bytes(kRDsn, r.dsn_status);
   if (r.delay_warned) w.boolean(kRWarned, true);
+  if (r.kind != Recipient::Kind::kAddress) w.u64(kRKind, static_cast<uint64_t>(r.kind));
+  if (r.owner != UINT32_MAX) w.u64(kROwner, r.owner);
   return w.take();
 }
 
@@ -78,6 +80,13 @@ Result<Recipient> decode_rcpt(std::string_view data) {
       case kRReply: r.last_reply = v; break;
       case kRDsn: r.dsn_status = v; break;
       case kRWarned: r.delay_warned = R::as_u64(v) != 0; break;
+      case kRKind: {
+        uint64_t k = R::as_u64(v);
+        if (k > 3) return common::make_error(ErrorKind::kProtocol, "queue record: bad recipient kind");
+        r.kind = static_cast<Recipient::Kind>(k);
+        break;
+      }
+      case kROwner: r.owner = static_cast<uint32_t>(R::as_u64(v)); break;
       default: break;  // a field from a newer version
     }
   }
@@ -273,16 +282,17 @@ Result<std::unique_ptr<QueueStore>> QueueStore::open_read_only(const std::string
   Result<std::unique_ptr<lmdb::Env>> env = lmdb::Env::open(dir + "/queue.lmdb", eo);
   if (!env) return env.take_error();
   c.env = std::move(env).value();
-  Status s = lmdb::read(*c.env, [&](lmdb::Txn& t) -> Status {
-    Result<MDB_dbi> m = t.open_db("msg", false);
-    if (!m) return m.take_error();
-    Result<MDB_dbi> b = t.open_db("body", false);
-    if (!b) return b.take_error();
-    c.msg_db = *m;
-    c.body_db = *b;
-    return {};
-  });
-  if (!s) return s.take_error();
+  // The handles must outlive this transaction: LMDB keeps a handle opened in a
+  // transaction only if that transaction commits (a read-only one too).
+  Result<lmdb::Txn> t = lmdb::Txn::begin(*c.env, true);
+  if (!t) return t.take_error();
+  Result<MDB_dbi> m = t->open_db("msg", false);
+  if (!m) return m.take_error();
+  Result<MDB_dbi> b = t->open_db("body", false);
+  if (!b) return b.take_error();
+  c.msg_db = *m;
+  c.body_db = *b;
+  if (Status s = t->commit(); !s) return s.take_error();
   return q;
 }
 
@@ -398,6 +408,27 @@ Status apply_op(const std::string& large_dir, MDB_dbi msg_db, MDB_dbi body_db, l
 
 void QueueStore::kick() {
   if (committing_ || queued_.empty()) return;
+  // Only state updates waiting (deliveries recorded, holds, removals): nobody waits
+  // on them, so they wait up to lazy_commit_ms for a message to ride along with,
+  // rather than cost a commit of their own that an arriving message would queue
+  // behind. (A crash in that window repeats a delivery, which tern-mda's
+  // XTERN-DELIVERY-ID turns into a no-op.)
+  bool eager = false;
+  for (const auto& op : queued_) eager = eager || op->kind == Op::Kind::kEnqueue;
+  if (!eager && opt_.lazy_commit_ms > 0 && !force_next_) {
+    if (!lazy_timer_) {
+      lazy_timer_ = std::make_unique<common::ev::Timer>(*loop_);
+    }
+    if (!lazy_timer_->active()) {
+      lazy_timer_->start(opt_.lazy_commit_ms, [this] {
+        force_next_ = true;
+        kick();
+      });
+    }
+    return;
+  }
+  force_next_ = false;
+  if (lazy_timer_) lazy_timer_->stop();
   committing_ = true;
   in_flight_ = std::move(queued_);
   queued_.clear();

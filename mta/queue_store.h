@@ -10,9 +10,11 @@
 //
 // Group commit: enqueue(), update() and remove() only queue an operation. One write
 // transaction at a time runs on the libuv threadpool; everything queued while it runs
-// goes into the next one, so under load many sessions share one commit and nobody
-// waits for a timer. A callback runs (on the loop thread) only after its operation
-// is durable: an SMTP server sends 250 from it and nothing else.
+// goes into the next one, so under load many sessions share one commit and no
+// message waits for a timer. Delivery-state updates with no message to share a
+// commit with wait up to lazy_commit_ms for one (nobody is waiting on them). A
+// callback runs (on the loop thread) only after its operation is durable: an SMTP
+// server sends 250 from it and nothing else.
 //
 // The store is the MTA's alone (one process writes). Readers in other processes
 // (mailq, ternctl queue) open the same environment read-only.
@@ -46,6 +48,15 @@ struct Recipient {
     kDelivered = 1,  // a 2xx from the next hop
     kBounced = 2,    // a permanent failure (5xx, or lifetime expired); a bounce was made
   };
+  // What `address` is.
+  enum class Kind : uint8_t {
+    kAddress = 0,  // an envelope address
+    kCommand = 1,  // a shell command from the alias table ("|command" without the bar)
+    kFile = 2,     // a file from the alias table
+    kError = 3,    // undeliverable from the start (alias rules); last_reply says why
+  };
+  Kind kind = Kind::kAddress;
+  uint32_t owner = UINT32_MAX;  // kCommand/kFile: uid owning the alias or include file
   std::string address;       // the envelope recipient to deliver to
   std::string orig_address;  // as the client gave it, before aliases (log orig_to=)
   std::string orcpt;         // DSN ORCPT, as received ("rfc822;user@example.org")
@@ -106,6 +117,9 @@ class QueueStore {
   struct Options {
     uint64_t inline_limit = 1 << 20;  // bodies up to this size live inside LMDB
     size_t initial_map_size = 64u << 20;
+    // update(), set_hold() and remove() alone wait this long for an enqueue() to
+    // share a commit with (0: commit at once).
+    uint64_t lazy_commit_ms = 20;
   };
   // Opens (creating) the store in `dir`; removes large-body files that no committed
   // message owns (left by a crash before commit).
@@ -152,6 +166,8 @@ class QueueStore {
   std::vector<std::unique_ptr<Op>> queued_;
   std::vector<std::unique_ptr<Op>> in_flight_;
   bool committing_ = false;
+  bool force_next_ = false;                       // the lazy timer fired: commit what is queued
+  std::unique_ptr<common::ev::Timer> lazy_timer_;
   uint64_t commits_ = 0;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

@@ -93,6 +93,10 @@ def test_always_crashing_daemon_is_backed_off(tern_factory, tmp_path):
 
 def test_sigterm_stops_everything_within_deadline(tern):
     pids = [tern.pid_of(s) for s in SERVICES]
+    # A daemon logs "daemon started" once its SIGTERM handler is in place; before
+    # that the default action (killed by signal 15) is the honest outcome.
+    wait_for(lambda: all(f"[{p}]: daemon started" in tern.log() for p in pids), timeout=20,
+             what="every daemon's start line")
     t0 = time.monotonic()
     tern.proc.send_signal(signal.SIGTERM)
     tern.proc.wait(timeout=15)
@@ -100,6 +104,10 @@ def test_sigterm_stops_everything_within_deadline(tern):
     assert tern.proc.returncode == 0
     for p in pids:
         assert not os.path.exists(f"/proc/{p}") or proc_status(p).get("State", "").startswith("Z")
+    # Each daemon shut down cleanly: exit status 0, no abort on the way out.
+    log = tern.log()
+    for name, p in zip(SERVICES, pids):
+        assert f"tern-{name} pid {p} stopped: exit status 0" in log, name
 
 
 def test_sigterm_kills_a_daemon_that_ignores_it(tern_factory, tmp_path):

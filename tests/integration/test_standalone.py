@@ -29,9 +29,9 @@ DAEMONS = ["authd", "mda", "mta", "mra"]
 # Listener name -> the parameter that sets its port (inet) or None (UNIX, in base_dir).
 PORT_KEY = {"smtp": "smtpd_port", "submission": "submission_port", "smtps": "smtps_port",
             "imap": "imap_port", "imaps": "imaps_port", "pop3": "pop3_port", "pop3s": "pop3s_port",
-            "auth-client": None, "auth-userdb": None, "lmtp": None}
+            "auth-client": None, "auth-userdb": None, "lmtp": None, "sendmail": None}
 # Daemon -> the parameter naming the user that owns its UNIX sockets.
-SOCKET_OWNER_KEY = {"authd": "authd_user", "mda": "mail_uid"}
+SOCKET_OWNER_KEY = {"authd": "authd_user", "mda": "mail_uid", "mta": "mail_owner"}
 
 
 def read_unit(path):
@@ -177,7 +177,7 @@ def served(addr, tls=False):
 
 def listener_addrs(t, daemon, ports=None):
     """{name: address} of the daemon's listeners (ports: overrides of the config's)."""
-    names = {"mta": ["smtp", "submission", "smtps"], "mra": ["imap", "imaps", "pop3", "pop3s"],
+    names = {"mta": ["smtp", "submission", "smtps", "sendmail"], "mra": ["imap", "imaps", "pop3", "pop3s"],
              "authd": ["auth-client", "auth-userdb"], "mda": ["lmtp"]}[daemon]
     out = {}
     for n in names:

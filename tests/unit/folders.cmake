@@ -1,5 +1,5 @@
 # Unit-test binaries of the daemon folders: tern_unit_tests(<folder> <libraries>...)
-tern_unit_tests(mta tern-mta-lib)
+tern_unit_tests(mta tern-mta-net tern-mta-lib)
 tern_unit_tests(authd tern-authd-lib)
 tern_unit_tests(mda tern-mda-lib)
 tern_unit_tests(mra tern-mra-lib tern-mra-store)

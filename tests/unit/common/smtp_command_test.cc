@@ -116,6 +116,22 @@ TEST_CASE("MAIL FROM errors", "[smtp_command]") {
   CHECK(err(many).code >= 500);
 }
 
+TEST_CASE("XTERN-DELIVERY-ID on MAIL only when offered", "[smtp_command]") {
+  CommandOptions o;
+  o.lmtp = true;
+  o.delivery_id = true;
+  CHECK(ok("MAIL FROM:<a@b.example> XTERN-DELIVERY-ID=4jbp3w1yRF00D", o).mail.delivery_id == "4jbp3w1yRF00D");
+  CHECK(ok("MAIL FROM:<> xtern-delivery-id=abc", o).mail.delivery_id == "abc");
+  CHECK(ok("MAIL FROM:<a@b.example>", o).mail.delivery_id.empty());
+  CHECK(err("MAIL FROM:<a@b.example> XTERN-DELIVERY-ID=", o).code == 501);
+  CHECK(err("MAIL FROM:<a@b.example> XTERN-DELIVERY-ID", o).code == 501);
+  CHECK(err("MAIL FROM:<a@b.example> XTERN-DELIVERY-ID=a/b", o).code == 501);
+  CHECK(err("MAIL FROM:<a@b.example> XTERN-DELIVERY-ID=a+2Bb", o).code == 501);
+  CHECK(err("MAIL FROM:<a@b.example> XTERN-DELIVERY-ID=" + std::string(65, 'x'), o).code == 501);
+  o.delivery_id = false;
+  CHECK(err("MAIL FROM:<a@b.example> XTERN-DELIVERY-ID=abc", o).code == 555);
+}
+
 TEST_CASE("RCPT TO with DSN parameters", "[smtp_command]") {
   Command c = ok("RCPT TO:<u@x.example> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;u+40x.example");
   CHECK(c.verb == Verb::kRcpt);

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,15 @@ struct FakeHost : LmtpSession::Host {
   std::vector<std::string> bodies;
   std::vector<DeliveryJob> delivered;
   bool fail_second = false;
+  bool ids = false;                               // XTERN-DELIVERY-ID support
+  std::set<std::pair<std::string, std::string>> recorded;
+
+  bool delivery_ids() const override { return ids; }
+  bool delivered_before(const std::string& id, const std::string& r) override { return recorded.count({id, r}) > 0; }
+  common::Status record_delivered(const std::string& id, const std::vector<std::string>& rs) override {
+    for (const std::string& r : rs) recorded.insert({id, r});
+    return {};
+  }
 
   void write(std::string_view b) override { out += b; }
   void close() override { closed = true; }
@@ -303,4 +313,33 @@ TEST_CASE("timeout says 421", "[lmtp_session]") {
   f.s->on_timeout();
   CHECK(codes(f.host.out) == std::vector<std::string>{"421"});
   CHECK(f.host.closed);
+}
+
+TEST_CASE("XTERN-DELIVERY-ID: a repeated delivery id is answered without a second copy", "[lmtp_session]") {
+  Fixture f;
+  CHECK(f.send("LHLO mx\r\n").find("250-XTERN-DELIVERY-ID") == std::string::npos);
+  CHECK(codes(f.send("MAIL FROM:<a@example.org> XTERN-DELIVERY-ID=Q1\r\n")) == std::vector<std::string>{"555"});
+  f.host.ids = true;
+  f.send("RSET\r\n");
+  CHECK(f.send("LHLO mx\r\n").find("XTERN-DELIVERY-ID") != std::string::npos);
+  const std::string txn =
+      "MAIL FROM:<a@example.org> XTERN-DELIVERY-ID=Q1\r\nRCPT TO:<demo@example.test>\r\nRCPT TO:<sys@example.test>\r\n"
+      "DATA\r\nSubject: once\r\n\r\nx\r\n.\r\n";
+  f.host.fail_second = true;  // sys gets 452 the first time
+  CHECK(codes(f.send(txn)) == std::vector<std::string>{"250", "250", "250", "354", "250", "452"});
+  CHECK(f.host.delivered.size() == 2);
+  CHECK(f.host.recorded.size() == 1);  // only the successful one is remembered
+  // tern-mta sends it again (it did not record our 250): demo is not written twice,
+  // sys (which failed) is delivered now.
+  f.host.fail_second = false;
+  std::string r = f.send(txn);
+  CHECK(codes(r) == std::vector<std::string>{"250", "250", "250", "354", "250", "250"});
+  CHECK(r.find("250 2.0.0 <demo@example.test> Ok: already delivered") != std::string::npos);
+  REQUIRE(f.host.delivered.size() == 3);
+  CHECK(f.host.delivered[2].envelope.recipient == "sys@example.test");
+  // Another id is another delivery.
+  std::string other = txn;
+  other.replace(other.find("Q1"), 2, "Q2");
+  f.send(other);
+  CHECK(f.host.delivered.size() == 5);
 }

@@ -166,6 +166,14 @@ TEST_CASE("enqueue stores inline and large bodies durably, readable after reopen
   }).ok());
   CHECK(n == 2);
   CHECK((*q)->envelope("NoSuchId").error().kind == common::ErrorKind::kNotFound);
+  // Another process's read-only view (mailq, ternctl queue show) sees the same.
+  auto ro = QueueStore::open_read_only(dir);
+  REQUIRE(ro.ok());
+  n = 0;
+  REQUIRE((*ro)->for_each([&](const Envelope&) { ++n; }).ok());
+  CHECK(n == 2);
+  CHECK((*ro)->body(id_small).value() == small);
+  CHECK((*ro)->body(id_large).value() == large);
 }
 
 TEST_CASE("operations queued while a commit runs share the next commit") {

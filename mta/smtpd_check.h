@@ -1,0 +1,138 @@
+// SMTP access restrictions with Postfix's names, order and replies (smtpd_check.c,
+// postconf(5) "SMTPD ACCESS RESTRICTIONS"). Pure: the session gathers the facts a
+// restriction list needs (client name, DNS answers for the sender and recipient
+// domains, whether a recipient exists) and evaluate() turns a list plus facts into a
+// verdict. No I/O, no clock, so every rule has a table-driven unit test.
+//
+// Lists are evaluated left to right; the first permit, reject or defer ends the
+// list, and an exhausted list means "dunno" (on to the next list). A reject or
+// defer ends the whole check; a permit only its own list. With smtpd_delay_reject
+// (the default) the client, HELO and sender lists run at RCPT TO, before
+// smtpd_relay_restrictions and smtpd_recipient_restrictions, so a rejection names
+// the recipient in the log.
+//
+// Reply texts are Postfix's, so that what admins and log tools match keeps working:
+//   554 5.7.1 <c@example.net>: Relay access denied
+//   550 5.1.1 <u@example.org>: Recipient address rejected: User unknown in local recipient table
+//   504 5.5.2 <host>: Helo command rejected: need fully-qualified hostname
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/config.h"
+#include "common/dns.h"
+#include "common/result.h"
+#include "common/smtp_address.h"
+#include "common/smtp_reply.h"
+#include "mta/address.h"
+
+namespace tern::mta {
+
+// Which list is being evaluated; decides the reply wording.
+enum class CheckStage {
+  kClient,     // smtpd_client_restrictions ("Client host rejected")
+  kHelo,       // smtpd_helo_restrictions ("Helo command rejected")
+  kSender,     // smtpd_sender_restrictions ("Sender address rejected")
+  kRelay,      // smtpd_relay_restrictions ("Recipient address rejected")
+  kRecipient,  // smtpd_recipient_restrictions
+  kData,       // smtpd_data_restrictions ("Data command rejected")
+};
+
+// Whether a lookup found something.
+enum class Known {
+  kUnchecked,  // not looked up (the restriction needing it was not in the list)
+  kYes,
+  kNo,
+  kTempFail,   // the table or server could not answer
+};
+
+// The DNS state of a domain for reject_unknown_*_domain (RFC 5321 5.1: MX, else A/AAAA).
+struct DomainDns {
+  bool looked_up = false;
+  common::dns::Status status = common::dns::Status::kTempFail;  // of the MX-then-address lookup
+  bool null_mx = false;                                         // RFC 7505
+};
+
+struct CheckFacts {
+  // The client.
+  std::string client_addr;                 // numeric
+  std::string client_name = "unknown";     // forward-confirmed name, else "unknown"
+  std::string reverse_name = "unknown";    // PTR name, even when not confirmed
+  bool name_tempfail = false;              // the hostname lookup failed temporarily
+  bool in_mynetworks = false;
+  bool sasl_authenticated = false;
+  // HELO/EHLO.
+  std::optional<std::string> helo;
+  // MAIL FROM.
+  const common::smtp::Path* sender = nullptr;
+  AddressClass sender_class = AddressClass::kDefault;
+  DomainDns sender_dns;
+  // RCPT TO.
+  const common::smtp::Path* recipient = nullptr;
+  AddressClass recipient_class = AddressClass::kDefault;
+  Known recipient_known = Known::kUnchecked;  // in local_recipient_maps / virtual maps
+  DomainDns recipient_dns;
+  // DATA.
+  size_t recipients_accepted = 0;
+};
+
+// Reply codes from the config (Postfix *_reject_code keys).
+struct CheckCodes {
+  int relay = 554;                // relay_domains_reject_code
+  int unknown_local = 550;        // unknown_local_recipient_reject_code
+  int unknown_virtual_mailbox = 550;
+  int unknown_virtual_alias = 550;
+  int unknown_relay = 550;
+  int unknown_address = 450;      // unknown_address_reject_code
+  int unknown_hostname = 450;     // unknown_hostname_reject_code
+  int unknown_client = 450;       // unknown_client_reject_code
+  int non_fqdn = 504;
+  int invalid_hostname = 501;
+  static CheckCodes from_config(const common::Config& cfg);
+};
+
+struct Verdict {
+  enum class Kind {
+    kDunno,   // no decision: on to the next list
+    kPermit,  // accepted by this list
+    kReject,  // refused (5xx, or 4xx for a reject with a 4xx code)
+    kDefer,   // refused for now (4xx)
+  };
+  Kind kind = Kind::kDunno;
+  common::smtp::Reply reply;  // for kReject and kDefer
+
+  bool refused() const { return kind == Kind::kReject || kind == Kind::kDefer; }
+};
+
+// What a list needs looked up before evaluate() can decide.
+struct Needs {
+  bool client_name = false;      // reject_unknown_client_hostname / reverse
+  bool sender_dns = false;       // reject_unknown_sender_domain
+  bool recipient_dns = false;    // reject_unknown_recipient_domain
+  bool recipient_known = false;  // reject_unlisted_recipient
+};
+
+// A parsed restriction list. parse() refuses unknown names at start-up, naming the
+// config key ("smtpd_recipient_restrictions: unknown restriction 'x'").
+class Restrictions {
+ public:
+  static common::Result<Restrictions> parse(const std::vector<std::string>& items, const std::string& key);
+  Needs needs() const;
+  bool empty() const { return items_.empty(); }
+
+  Verdict evaluate(CheckStage stage, const CheckFacts& facts, const CheckCodes& codes) const;
+
+ private:
+  std::vector<std::string> items_;
+};
+
+// The implicit smtpd_reject_unlisted_recipient check and the explicit
+// reject_unlisted_recipient: unknown users of our domains.
+Verdict unlisted_recipient(const CheckFacts& facts, const CheckCodes& codes);
+
+// The recipient as Postfix prints it in replies: "<user@example.org>".
+std::string bracketed(const common::smtp::Path& p);
+
+}  // namespace tern::mta

@@ -1,0 +1,93 @@
+// The streaming header filter: Received in front, Message-ID and Date added when
+// missing, header_size_limit, and the same output however the input is split.
+#include "mta/cleanup.h"
+
+#include <catch2/catch.hpp>
+
+using namespace tern;
+using mta::HeaderFilter;
+
+namespace {
+
+HeaderFilter::Options opts(bool add) {
+  HeaderFilter::Options o;
+  o.prepend = "Received: by test\r\n";
+  o.add_message_id = add;
+  o.add_date = add;
+  o.message_id = "<id@test>";
+  o.now = 0;
+  o.header_size_limit = 200;
+  return o;
+}
+
+std::string run(const std::string& in, bool add, size_t piece = 0, HeaderFilter* out_filter = nullptr) {
+  HeaderFilter f(opts(add));
+  std::string out;
+  if (piece == 0) {
+    f.feed(in, out);
+  } else {
+    for (size_t i = 0; i < in.size(); i += piece) f.feed(in.substr(i, piece), out);
+  }
+  f.finish(out);
+  if (out_filter) *out_filter = f;
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("Received goes first; present headers are kept") {
+  std::string in = "Subject: x\r\nMessage-ID: <abc@x>\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n\r\nbody\r\n";
+  CHECK(run(in, true) == "Received: by test\r\n" + in);
+  HeaderFilter f(opts(true));
+  std::string out;
+  f.feed(in, out);
+  f.finish(out);
+  CHECK(f.message_id() == "<abc@x>");
+}
+
+TEST_CASE("missing Message-ID and Date are added at the end of the headers") {
+  std::string out = run("Subject: x\r\n\r\nbody\r\n", true);
+  CHECK(out.rfind("Received: by test\r\nSubject: x\r\nDate: ", 0) == 0);
+  CHECK(out.find("\r\nMessage-Id: <id@test>\r\n\r\nbody\r\n") != std::string::npos);
+  // Not for MX mail (add = false).
+  CHECK(run("Subject: x\r\n\r\nbody\r\n", false) == "Received: by test\r\nSubject: x\r\n\r\nbody\r\n");
+}
+
+TEST_CASE("messages without a body, without headers, or with a folded Message-ID") {
+  CHECK(run("Subject: only\r\n", false) == "Received: by test\r\nSubject: only\r\n");
+  std::string no_hdr = run("just a body line\r\nmore\r\n", true);
+  CHECK(no_hdr.find("Message-Id: <id@test>\r\njust a body line\r\nmore\r\n") != std::string::npos);
+  HeaderFilter f(opts(true));
+  std::string out;
+  f.feed("Message-ID:\r\n <folded@x>\r\n\r\nb\r\n", out);
+  f.finish(out);
+  CHECK(f.message_id() == "<folded@x>");
+  CHECK(out.find("Message-Id: <id@test>") == std::string::npos);
+}
+
+TEST_CASE("headers beyond header_size_limit become body") {
+  std::string in;
+  for (int i = 0; i < 20; ++i) in += "X-H" + std::to_string(i) + ": 0123456789\r\n";
+  in += "\r\nbody\r\n";
+  std::string out = run(in, true);
+  // Everything arrives, in order; the added headers come where the limit cut.
+  CHECK(out.find("X-H19: 0123456789\r\n\r\nbody\r\n") != std::string::npos);
+  CHECK(out.find("Message-Id: <id@test>\r\nX-H") != std::string::npos);
+}
+
+TEST_CASE("the same output for any split of the input") {
+  std::string in = "From: a@b\r\nSubject: split\r\n\tcontinued\r\nX: y\r\n\r\nline 1\r\n.line 2\r\n";
+  const std::string whole = run(in, true);
+  for (size_t piece : {1, 2, 3, 7, 16}) {
+    INFO(piece);
+    CHECK(run(in, true, piece) == whole);
+  }
+}
+
+TEST_CASE("rfc5322_date") {
+  std::string d = mta::rfc5322_date(86400 * 365);
+  // "Fri, 1 Jan 1971 00:00:00 +0000" in UTC; the zone depends on TZ.
+  CHECK(d.size() >= 30);
+  CHECK(d.substr(3, 2) == ", ");
+  CHECK((d[d.size() - 5] == '+' || d[d.size() - 5] == '-'));
+}
