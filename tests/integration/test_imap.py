@@ -149,7 +149,7 @@ def test_append_copy_move_expunge_uidplus(mra):
     assert typ == "OK" and b"COPYUID" in data[0], data
     typ, data = c.uid("MOVE", "1", "Trash")
     assert typ == "OK", data
-    assert c.untagged_responses.get("EXPUNGE") or True
+    assert c.untagged_responses.get("EXPUNGE") == [b"1"], c.untagged_responses
     typ, data = c.status("Drafts", "(MESSAGES)")
     assert b"MESSAGES 0" in data[0]
     typ, data = c.status("Trash", "(MESSAGES UIDNEXT UIDVALIDITY UNSEEN SIZE)")
@@ -171,6 +171,51 @@ def test_append_copy_move_expunge_uidplus(mra):
     typ, _ = c.close()
     typ, data = c.status("Sent", "(MESSAGES)")
     assert b"MESSAGES 0" in data[0]
+    c.logout()
+
+
+def test_examine_check_uid_store_uid_copy_unsubscribe_getquota(mra):
+    deliver(mra, USER, "alpha")
+    deliver(mra, USER, "beta")
+    c = imap(mra)
+    # EXAMINE: read-only, flags cannot change, \Recent stays for the next SELECT.
+    typ, data = c.select("INBOX", readonly=True)
+    assert typ == "OK" and data == [b"2"]
+    assert c.untagged_responses.get("READ-ONLY") is not None, c.untagged_responses
+    typ, data = c._simple_command("STORE", "1", "+FLAGS", r"(\Flagged)")
+    assert typ == "NO", data
+    c.fetch("1", "(BODY[])")  # in a read-only mailbox BODY[] does not set \Seen
+    typ, data = c.fetch("1", "(FLAGS)")
+    assert b"\\Seen" not in data[0], data
+    c.close()
+    typ, data = c.select("INBOX")
+    assert c.untagged_responses.get("RECENT") == [b"2"], c.untagged_responses
+    assert c.check()[0] == "OK"
+    # UID STORE and UID COPY address messages by UID, not by sequence number.
+    typ, data = c.uid("STORE", "2", "+FLAGS", r"(\Answered)")
+    assert typ == "OK" and b"UID 2" in data[0] and b"\\Answered" in data[0], data
+    name = files_in(maildir_of(mra, USER), "cur")
+    assert sum(1 for n in name if n.endswith(":2,R")) == 1, name
+    # (imaplib's uid() returns untagged data; COPYUID is in the tagged OK.)
+    typ, data = c._simple_command("UID", "COPY", "2", "Junk")
+    assert typ == "OK" and re.search(rb"\[COPYUID \d+ 2 1\]", data[0]), data
+    typ, data = c._simple_command("UID", "COPY", "99", "Junk")  # no such UID: nothing to copy, still OK
+    assert typ == "OK", data
+    typ, data = c.status("Junk", "(MESSAGES)")
+    assert b"MESSAGES 1" in data[0], data
+    typ, data = c._simple_command("UID", "COPY", "1", "Nowhere")
+    assert typ == "NO" and b"TRYCREATE" in data[0], data
+    # SUBSCRIBE, then UNSUBSCRIBE takes it out of LSUB again.
+    assert c.subscribe("Junk")[0] == "OK"
+    assert any(b"Junk" in d for d in c.lsub('""', "*")[1] if d)
+    assert c.unsubscribe("Junk")[0] == "OK"
+    assert not any(b"Junk" in d for d in c.lsub('""', "*")[1] if d)
+    # No quota_rule: INBOX has no quota root (RFC 9208 4.3.2), and GETQUOTA of the
+    # user's root says there are no resources to report.
+    typ, data = c.getquotaroot("INBOX")
+    assert typ == "OK" and data[0] == [b"INBOX"], data
+    typ, data = c.getquota('""')
+    assert typ == "NO" and b"NONEXISTENT" in data[0], data
     c.logout()
 
 
@@ -238,6 +283,9 @@ def test_namespace_id_enable_quota_capability(tern_factory):
     assert typ == "OK"
     flat = b" ".join(x for part in data for x in (part if isinstance(part, list) else [part]) if isinstance(x, bytes))
     assert b"STORAGE" in flat and b"10240" in flat, data
+    root = data[0][0].split(None, 1)[1] if b" " in data[0][0] else b'""'
+    typ, data = c.getquota(root.decode())
+    assert typ == "OK" and b"STORAGE" in data[0] and b"10240" in data[0], data
     c.select("INBOX")
     typ, data = c._simple_command("UNSELECT")
     assert typ == "OK"
