@@ -176,7 +176,34 @@ Status LoginServer::start() {
   return {};
 }
 
-void LoginServer::stop() { listeners_.clear(); }
+void LoginServer::stop(std::function<void()> done) {
+  listeners_.clear();
+  stopped_ = std::move(done);
+  std::vector<std::shared_ptr<Client>> all;
+  for (auto& [id, c] : clients_) all.push_back(c);
+  for (auto& c : all) {
+    if (c->plain) continue;  // a relay: the worker says goodbye through it
+    if (c->conn->closing()) continue;
+    c->conn->write(c->imap ? "* BYE Server shutting down.\r\n" : "-ERR Server shutting down.\r\n");
+    c->conn->close();
+  }
+  stop_timer_ = std::make_unique<common::ev::Timer>(*ctx_.loop);
+  stop_timer_->start(kStopGraceMs, [this] {
+    std::vector<std::shared_ptr<Client>> left;
+    for (auto& [id, c] : clients_) left.push_back(c);
+    for (auto& c : left) c->conn->abort();
+    if (clients_.empty()) maybe_stopped();
+  });
+  maybe_stopped();
+}
+
+void LoginServer::maybe_stopped() {
+  if (!stopped_ || !clients_.empty()) return;
+  std::function<void()> done = std::move(stopped_);
+  stopped_ = nullptr;
+  if (stop_timer_) stop_timer_->stop();
+  ctx_.loop->post(std::move(done));
+}
 
 void LoginServer::accept(UniqueFd fd, const std::string& service) {
   auto c = std::make_shared<Client>();
@@ -571,6 +598,7 @@ void LoginServer::closed(const std::shared_ptr<Client>& c) {
   clients_.erase(c->id);
   // Objects owning loop handles are destroyed outside their own callbacks.
   ctx_.loop->post([keep] {});
+  maybe_stopped();
 }
 
 }  // namespace tern::mra

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -41,8 +42,11 @@ class LoginServer {
   common::Status prepare();
   // After it: connects to tern-authd and starts accepting.
   common::Status start();
-  // Stops accepting; running logins and relays end on their own.
-  void stop();
+  // Stops accepting and ends the logins in progress ("Server shutting down."). TLS
+  // relays stay until their worker, which is stopping too, has sent its BYE and
+  // closed (at most kStopGraceMs); then `done` runs, on the loop, once.
+  void stop(std::function<void()> done);
+  static constexpr uint64_t kStopGraceMs = 5000;
 
   struct Client;
 
@@ -67,6 +71,10 @@ class LoginServer {
   std::map<std::string, uint64_t> per_ip_;
   uint64_t next_id_ = 0;
   std::vector<std::string> mechanisms_;
+  // Shutting down: called once the last relay has closed (or the grace ran out).
+  std::function<void()> stopped_;
+  std::unique_ptr<common::ev::Timer> stop_timer_;
+  void maybe_stopped();
 };
 
 }  // namespace tern::mra

@@ -47,8 +47,9 @@ int main(int argc, char** argv) {
   spec.post_jail = [&](DaemonContext& ctx) -> Status {
     if (Status s = server->start(); !s) return s;
     ctx.on_stop = [&] {
-      server->stop();
-      ctx.loop->post([&] {
+      // The loop runs until the logins are told and the TLS relays have carried the
+      // workers' BYEs; the server (and every handle it owns) goes while it still runs.
+      server->stop([&] {
         server.reset();
         ctx.loop->stop();
       });

@@ -41,10 +41,12 @@
 
 #include <cerrno>
 #include <cstring>
+#include <functional>
 #include <list>
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 
 #include "common/auth_client.h"
 #include "common/daemon.h"
@@ -68,6 +70,9 @@ namespace handoff = mra::handoff;
 constexpr uint64_t kWorkerLinger = 60000;
 // How long a login process may take to send its request.
 constexpr uint64_t kRequestTimeout = 10000;
+// How long a stop waits for the workers to end their sessions (within the master's
+// master_stop_timeout, 10 s by default).
+constexpr uint64_t kStopGrace = 5000;
 
 common::log::Channel g_log("mra-postlogin");
 
@@ -114,11 +119,23 @@ class Postlogin {
     listeners_.push_back(std::move(l));
   }
 
-  void stop() {
+  // Stops taking logins and asks every worker to end its sessions (each says
+  // "Server shutting down." in its protocol); `done` runs once they have all exited,
+  // or after kStopGrace, when the ones left are killed.
+  void stop(std::function<void()> done) {
     listeners_.clear();
-    for (auto& [id, w] : workers_) {
-      if (w->pid > 0) ::kill(w->pid, SIGTERM);
-    }
+    stopped_ = std::move(done);
+    for (pid_t pid : children_) ::kill(pid, SIGTERM);
+    stop_timer_ = std::make_unique<common::ev::Timer>(*ctx_.loop);
+    stop_timer_->start(kStopGrace, [this] {
+      for (pid_t pid : children_) {
+        g_log.warning("session worker pid=%d did not stop in time -- killing it", static_cast<int>(pid));
+        ::kill(pid, SIGKILL);
+      }
+      children_.clear();
+      maybe_stopped();
+    });
+    maybe_stopped();
   }
 
  private:
@@ -366,6 +383,7 @@ class Postlogin {
       ::_exit(126);
     }
     theirs.reset();
+    children_.insert(pid);
     auto w = std::make_unique<Worker>();
     w->id = ++next_worker_;
     w->pid = pid;
@@ -446,6 +464,7 @@ class Postlogin {
     int status = 0;
     pid_t pid;
     while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
+      children_.erase(pid);
       for (auto& [id, w] : workers_) {
         if (w->pid == pid) {
           w->pid = -1;
@@ -460,6 +479,15 @@ class Postlogin {
         g_log.warning("session worker pid=%d exited with status %d", static_cast<int>(pid), WEXITSTATUS(status));
       }
     }
+    maybe_stopped();
+  }
+
+  void maybe_stopped() {
+    if (!stopped_ || !children_.empty()) return;
+    std::function<void()> done = std::move(stopped_);
+    stopped_ = nullptr;
+    if (stop_timer_) stop_timer_->stop();
+    ctx_.loop->post(std::move(done));
   }
 
   common::DaemonContext& ctx_;
@@ -474,6 +502,9 @@ class Postlogin {
   std::map<std::string, uint64_t> userip_;
   uint64_t next_worker_ = 0;
   uint64_t next_session_ = 0;
+  std::set<pid_t> children_;  // forked workers not yet reaped
+  std::function<void()> stopped_;
+  std::unique_ptr<common::ev::Timer> stop_timer_;
 };
 
 }  // namespace
@@ -490,8 +521,7 @@ int main(int argc, char** argv) {
     if (fds.empty()) return tern::common::make_error(ErrorKind::kConfig, "tern-mra-postlogin has no mra-postlogin listener");
     for (int fd : fds) server->listen(fd);
     ctx.on_stop = [&] {
-      server->stop();
-      ctx.loop->post([&] {
+      server->stop([&] {
         server.reset();
         ctx.loop->stop();
       });

@@ -238,6 +238,7 @@ class Worker {
     for (auto& s : all) {
       if (s->imap) s->conn->write(s->imap->bye("Server shutting down."));
       if (s->pop3) s->conn->write(s->pop3->bye("Server shutting down."));
+      s->end = "Disconnected: Server shutting down.";
       s->conn->close();
     }
     maybe_exit();
@@ -254,6 +255,9 @@ class Worker {
     std::unique_ptr<pop3::Pop3Session> pop3;
     std::shared_ptr<Connection> conn;
     std::string rip;
+    // How the session ended when we closed it (Dovecot's wording); a client's
+    // LOGOUT/QUIT leaves the default.
+    std::string end = "Disconnected: Logged out";
   };
 
   void on_control() {
@@ -345,6 +349,7 @@ class Worker {
       if (!s) return;
       if (s->imap) s->conn->write(s->imap->bye("Disconnected for inactivity."));
       if (s->pop3) s->conn->write(s->pop3->bye("Disconnected for inactivity."));
+      s->end = "Disconnected for inactivity";
       s->conn->close();
     };
     cb.on_close = [this, weak](common::net::CloseReason why, const std::string& detail) {
@@ -358,6 +363,7 @@ class Worker {
                 store.error().message.c_str());
       s->conn->write(imap ? "* BYE [UNAVAILABLE] Internal error occurred. Refer to server log for more information.\r\n"
                           : "-ERR [SYS/TEMP] Internal error occurred. Refer to server log for more information.\r\n");
+      s->end = "Disconnected: Internal error";
       s->conn->close();
       return;
     }
@@ -431,9 +437,9 @@ class Worker {
 
   void ended(const std::shared_ptr<Session>& s, common::net::CloseReason why, const std::string& detail) {
     common::log::Channel(s->imap ? "imap" : "pop3")
-        .info("%s(%s): Disconnected: %s in=%llu out=%llu", s->imap ? "imap" : "pop3",
-              common::log_escape(s->user).c_str(),
-              why == common::net::CloseReason::kLocal ? "Logged out"
+        .info("%s(%s): %s%s in=%llu out=%llu", s->imap ? "imap" : "pop3", common::log_escape(s->user).c_str(),
+              why == common::net::CloseReason::kLocal ? s->end.c_str() : "Disconnected: ",
+              why == common::net::CloseReason::kLocal ? ""
               : detail.empty()                        ? common::net::close_reason_name(why)
                                                       : detail.c_str(),
               static_cast<unsigned long long>(s->conn->bytes_in()), static_cast<unsigned long long>(s->conn->bytes_out()));

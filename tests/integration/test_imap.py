@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from mra_helpers import (PW, USER, Raw, add_user, deliver, files_in, imap, maildir_of, make_mra, mra_pids,
+from mra_helpers import (PW, USER, Raw, add_user, deliver, files_in, imap, maildir_of, make_mra, mra_pids, pop,
                          tls_context, wait_for)
 from tern_harness import is_root, proc_status
 
@@ -455,6 +455,43 @@ def test_a_crashed_worker_takes_only_its_sessions(mra):
     assert mra.status()["mra"]["restarts"] == 0 and mra.status()["mra-postlogin"]["restarts"] == 0
     d.logout()
     assert "was killed by signal 11" in mra.wait_log("was killed by signal")
+
+
+def test_sigterm_ends_sessions_cleanly(mra):
+    deliver(mra, USER, "still here")
+    plain = imap(mra)
+    plain.select("INBOX")
+    idle = imap(mra, tls=True)  # relayed by the login process
+    idle.select("INBOX")
+    tag = idle._new_tag()
+    idle.send(tag + b" IDLE\r\n")
+    assert idle.readline().startswith(b"+")
+    p = pop(mra)
+    assert p.stat()[0] == 1
+    pre = imap(mra, login=False)  # still talking to the login process
+    pids = mra_pids(mra)
+    assert len(pids["workers"]) == 1
+    import signal
+    mra.proc.send_signal(signal.SIGTERM)
+    # Each client is told, in its protocol, before the connection ends.
+    for name, c in (("plain", plain), ("tls", idle), ("not logged in", pre)):
+        c.sock.settimeout(15)
+        assert c.readline() == b"* BYE Server shutting down.\r\n", name
+    p.sock.settimeout(15)
+    assert p.file.readline() == b"-ERR Server shutting down.\r\n"
+    mra.proc.wait(timeout=20)
+    assert mra.proc.returncode == 0
+    log = mra.log()
+    assert f"tern-mra pid {pids['login']} stopped: exit status 0" in log
+    assert f"tern-mra-postlogin pid {pids['postlogin']} stopped: exit status 0" in log
+    assert log.count("Disconnected: Server shutting down. in=") == 3, log
+    # The worker ended on its own (no "exited with status", no signal), and the
+    # POP3 maildrop was not changed (no QUIT).
+    assert f"session worker pid={pids['workers'][0]} was killed" not in log, log
+    assert f"session worker pid={pids['workers'][0]} exited" not in log, log
+    assert len(files_in(maildir_of(mra, USER), "cur")) + len(files_in(maildir_of(mra, USER), "new")) == 1
+    # tern-mra-postlogin reaped its worker before it exited itself.
+    assert not os.path.exists(f"/proc/{pids['workers'][0]}")
 
 
 def test_mail_max_userip_connections(tern_factory):

@@ -3,6 +3,7 @@ the limits. Every test also checks that the daemon is still serving afterwards a
 that nothing was written that should not have been."""
 import base64
 import os
+import re
 import threading
 
 import pytest
@@ -253,4 +254,6 @@ def test_idle_times_out_after_imap_idle_timeout(tern_factory):
     r.s.settimeout(180)
     assert r.line() == b"* BYE Disconnected for inactivity."
     assert r.closed()
+    assert re.search(r"imap\(demo@example\.test\): Disconnected for inactivity in=\d+ out=\d+",
+                     t.wait_log("Disconnected for inactivity")), t.log()
     t.stop()
