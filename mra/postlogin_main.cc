@@ -11,7 +11,7 @@
 //      compromised login process cannot open anyone's mail without that user's
 //      password having been checked by tern-authd;
 //   2. refuses uid 0 and uids outside first_valid_uid..last_valid_uid, and enforces
-//      mail_max_userip_connections;
+//      mail_max_userip_connections and mail_max_user_connections;
 //   3. passes the connection to a session worker running as that uid and gid: an
 //      existing one with room (mra_worker_client_limit sessions each, so virtual
 //      users, who share mail_uid, share a few workers), or a new one, forked here,
@@ -90,6 +90,7 @@ struct Worker {
 struct SessionRef {
   uint64_t worker = 0;
   std::string user_ip;  // "user\trip" for mail_max_userip_connections
+  std::string user;     // for mail_max_user_connections
 };
 
 class Postlogin {
@@ -292,9 +293,21 @@ class Postlogin {
     // mail_max_userip_connections (Dovecot): per user and client IP.
     const std::string user_ip = u.user + "\t" + p.get("rip");
     const uint64_t limit = static_cast<uint64_t>(cfg_.integer("mail_max_userip_connections"));
-    if (userip_[user_ip] >= limit) {
+    // (Counted with find(): a refused login leaves no empty entry behind.)
+    auto count = [](const std::map<std::string, uint64_t>& m, const std::string& k) {
+      auto c = m.find(k);
+      return c == m.end() ? uint64_t{0} : c->second;
+    };
+    if (count(userip_, user_ip) >= limit) {
       fail(it, "limit", "Maximum number of connections from user+IP exceeded (mail_max_userip_connections=" +
                             std::to_string(limit) + ")");
+      return;
+    }
+    // mail_max_user_connections: per user, all client IPs together.
+    const uint64_t user_limit = static_cast<uint64_t>(cfg_.integer("mail_max_user_connections"));
+    if (count(user_conns_, u.user) >= user_limit) {
+      fail(it, "limit", "Maximum number of connections for user exceeded (mail_max_user_connections=" +
+                            std::to_string(user_limit) + ")");
       return;
     }
     Worker* w = worker_for(uid, gid);
@@ -321,7 +334,8 @@ class Postlogin {
     ++w->sessions;
     w->linger->stop();
     ++userip_[user_ip];
-    sessions_[sid] = SessionRef{w->id, user_ip};
+    ++user_conns_[u.user];
+    sessions_[sid] = SessionRef{w->id, user_ip, u.user};
     reply(it, handoff::encode("OK", {{"pid", std::to_string(w->pid)}, {"user", u.user}}));
   }
 
@@ -436,6 +450,8 @@ class Postlogin {
   void release(const SessionRef& s) {
     auto u = userip_.find(s.user_ip);
     if (u != userip_.end() && --u->second == 0) userip_.erase(u);
+    auto n = user_conns_.find(s.user);
+    if (n != user_conns_.end() && --n->second == 0) user_conns_.erase(n);
   }
 
   void drop_worker(uint64_t id, const std::string& why) {
@@ -500,6 +516,7 @@ class Postlogin {
   std::map<uint64_t, std::unique_ptr<Worker>> workers_;
   std::map<uint64_t, SessionRef> sessions_;
   std::map<std::string, uint64_t> userip_;
+  std::map<std::string, uint64_t> user_conns_;
   uint64_t next_worker_ = 0;
   uint64_t next_session_ = 0;
   std::set<pid_t> children_;  // forked workers not yet reaped

@@ -515,6 +515,53 @@ def test_mail_max_userip_connections(tern_factory):
     t.stop()
 
 
+def test_mail_max_user_connections_counts_every_ip(tern_factory):
+    # Two client addresses on loopback (127.0.0.1 and 127.0.0.2) for one user: the
+    # per-user limit counts them together, the per-user+IP limit apart.
+    from mda_helpers import prepare_mail_dir
+    from mra_helpers import FAST
+    s = dict(FAST)
+    s.update({"mail_max_user_connections": "3", "mail_max_userip_connections": "2"})
+    t = tern_factory(settings=s, start=False)
+    prepare_mail_dir(t)
+    t.start()
+    add_user(t, USER, password=PW)
+
+    def from_ip(src):
+        import imaplib
+
+        class Imap(imaplib.IMAP4):
+            def _create_socket(self, timeout):
+                return socket.create_connection((self.host, self.port), timeout, source_address=(src, 0))
+
+        c = Imap("127.0.0.1", t.port("imap"), timeout=30)
+        return c
+
+    a1, a2 = from_ip("127.0.0.1"), from_ip("127.0.0.1")
+    for c in (a1, a2):
+        assert c.login(USER, PW)[0] == "OK"
+    b1, b2 = from_ip("127.0.0.2"), from_ip("127.0.0.2")
+    assert b1.login(USER, PW)[0] == "OK"
+    with pytest.raises(Exception) as e:
+        b2.login(USER, PW)
+    assert "Maximum number of connections for user exceeded (mail_max_user_connections=3)" in str(e.value)
+    a1.logout()
+    wait_for(lambda: try_login_from(from_ip, "127.0.0.2"), 10, what="a login once a session has ended")
+    for c in (a2, b1):
+        c.logout()
+    t.stop()
+
+
+def try_login_from(make, ip):
+    try:
+        c = make(ip)
+        c.login(USER, PW)
+        c.logout()
+        return True
+    except Exception:
+        return False
+
+
 def try_login(t):
     try:
         c = imap(t)
