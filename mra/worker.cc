@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -224,8 +225,11 @@ Status mkdir_p(const std::string& path) {
 
 class Worker {
  public:
-  Worker(common::ev::Loop& loop, const common::Config& cfg, int ctl)
-      : loop_(loop), cfg_(cfg), ctl_(ctl), watcher_(loop, [this](uint64_t s) { wake(s); }) {
+  // `done` runs (posted, once) when the worker has nothing left to do: the control
+  // channel is closed and the last session has ended. It destroys the worker while
+  // the loop still runs, then stops the loop.
+  Worker(common::ev::Loop& loop, const common::Config& cfg, int ctl, std::function<void()> done)
+      : loop_(loop), cfg_(cfg), ctl_(ctl), done_(std::move(done)), watcher_(loop, [this](uint64_t s) { wake(s); }) {
     ctl_watch_ = std::make_unique<common::ev::FdWatch>(loop, ctl_.get());
     ctl_watch_->start(UV_READABLE, [this](int, int) { on_control(); });
   }
@@ -459,12 +463,15 @@ class Worker {
 
   void maybe_exit() {
     if (ctl_open_ || !sessions_.empty()) return;
-    loop_.post([this] { loop_.stop(); });
+    if (!done_) return;
+    loop_.post(std::move(done_));
+    done_ = nullptr;
   }
 
   common::ev::Loop& loop_;
   const common::Config& cfg_;
   UniqueFd ctl_;
+  std::function<void()> done_;
   bool ctl_open_ = true;
   std::unique_ptr<common::ev::FdWatch> ctl_watch_;
   Watcher watcher_;
@@ -502,17 +509,26 @@ int worker_main(int argc, char** argv) {
   common::ev::Loop loop;
   int stop_count = 0;
   {
-    Worker w(loop, cfg, static_cast<int>(*fd));
-    common::ev::Signal sigterm(loop), sigint(loop);
+    // Everything that owns loop handles is destroyed while the loop still runs.
+    auto sigterm = std::make_unique<common::ev::Signal>(loop);
+    auto sigint = std::make_unique<common::ev::Signal>(loop);
+    std::unique_ptr<Worker> w;
+    w = std::make_unique<Worker>(loop, cfg, static_cast<int>(*fd), [&] {
+      w.reset();
+      sigterm.reset();
+      sigint.reset();
+      loop.stop();
+    });
     auto stop = [&] {
-      if (++stop_count > 1) loop.stop();
-      w.shutdown();
+      if (++stop_count > 1 || !w) {
+        loop.stop();  // a second signal: stop at once
+        return;
+      }
+      w->shutdown();
     };
-    sigterm.start(SIGTERM, stop);
-    sigint.start(SIGINT, stop);
+    sigterm->start(SIGTERM, stop);
+    sigint->start(SIGINT, stop);
     loop.run();
-    sigterm.stop();
-    sigint.stop();
   }
   return 0;
 }
