@@ -183,7 +183,8 @@ def main():
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     users = [f"u{i}@example.test" for i in range(args.users)]
-    t = make_mra(settings={"mail_max_userip_connections": "100000", "login_max_connections_per_ip": "100000"},
+    t = make_mra(settings={"mail_max_userip_connections": "100000", "mail_max_user_connections": "100000",
+                           "login_max_connections_per_ip": "100000"},
                  users=())
     dproc = None
     try:
