@@ -257,3 +257,87 @@ def test_idle_times_out_after_imap_idle_timeout(tern_factory):
     assert re.search(r"imap\(demo@example\.test\): Disconnected for inactivity in=\d+ out=\d+",
                      t.wait_log("Disconnected for inactivity")), t.log()
     t.stop()
+
+
+def _postlogin_request(t, fields, fd):
+    """Sends one hand-over request to tern-mra-postlogin, as the login process would
+    (root may connect too); returns the reply packet's verb and fields."""
+    import socket as so
+    import struct
+
+    def esc(v):
+        return v.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\0", "\\0")
+
+    packet = "LOGIN" + "".join(f"\t{k}={esc(v)}" for k, v in sorted(fields.items()))
+    data = packet.encode()
+    s = so.socket(so.AF_UNIX, so.SOCK_STREAM)
+    s.settimeout(30)
+    s.connect(t.socket_path("mra-postlogin"))
+    so.send_fds(s, [struct.pack(">I", len(data)) + data], [fd])
+    buf = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        buf += d
+    s.close()
+    assert len(buf) >= 4, buf
+    reply = buf[4:4 + struct.unpack(">I", buf[:4])[0]].decode()
+    verb, *items = reply.split("\t")
+    return verb, dict(i.split("=", 1) for i in items)
+
+
+def test_postlogin_learns_the_user_from_tern_authd_only(mra):
+    import socket as so
+    from authd_client import AuthClient
+    from mda_helpers import add_user
+    other = "other@example.test"
+    add_user(mra, other, password="other-secret-456")
+    deliver(mra, other, "not yours")
+    base = {"proto": "imap", "method": "PLAIN", "rip": "127.0.0.1", "rport": "1", "lip": "127.0.0.1",
+            "lport": str(mra.port("imap")), "tls": "0", "buffered": "", "ok": "a OK Logged in\r\n"}
+    login_pid = mra_pids(mra)["login"]
+    # 1. A forged request (what a compromised login process could send): an auth id
+    #    tern-authd never issued, with a made-up cookie. Refused; no worker starts.
+    ours, theirs = so.socketpair()
+    verb, f = _postlogin_request(mra, dict(base, auth_id="77", auth_pid=str(login_pid), cookie="0" * 32,
+                                           user=other), theirs.fileno())
+    theirs.close()
+    assert verb == "FAIL" and f.get("kind") == "temp", (verb, f)
+    assert "REQUEST for auth id 77: " in mra.wait_log("REQUEST for auth id 77: ")  # tern-authd said no
+    assert mra_pids(mra)["workers"] == []
+    ours.settimeout(5)
+    assert ours.recv(100) == b""  # the descriptor was closed unused
+    ours.close()
+    # 2. A real authentication of USER through tern-authd, handed over with another
+    #    user's name in the request: the session is USER's (tern-authd's answer).
+    a = AuthClient(mra.socket_path("auth-client"), pid=os.getpid())
+    cmd, rid, rest = a.plain(1, USER, PW, service="imap")
+    assert cmd == "OK", (cmd, rest)
+    ours, theirs = so.socketpair()
+    verb, f = _postlogin_request(mra, dict(base, auth_id=str(rid), auth_pid=str(os.getpid()), cookie=a.cookie,
+                                           user=other), theirs.fileno())
+    theirs.close()
+    assert verb == "OK" and f.get("user") == USER, (verb, f)
+    ours.settimeout(10)
+    rf = ours.makefile("rb")
+    assert rf.readline() == b"a OK Logged in\r\n"
+    ours.sendall(b"b SELECT INBOX\r\n")
+    lines = []
+    while not lines or not lines[-1].startswith(b"b "):
+        lines.append(rf.readline())
+    assert b"* 0 EXISTS\r\n" in lines, lines  # USER's empty INBOX, not other's one message
+    ours.sendall(b"c LOGOUT\r\n")
+    ours.close()
+    a.close()
+    assert f"imap({USER})" in mra.wait_log(f"imap({USER}): Disconnected")
+    assert f"imap({other})" not in mra.log()
+    # 3. The same auth id again (a replay): tern-authd has forgotten it.
+    ours, theirs = so.socketpair()
+    verb, f = _postlogin_request(mra, dict(base, auth_id=str(rid), auth_pid=str(os.getpid()), cookie=a.cookie,
+                                           user=USER), theirs.fileno())
+    theirs.close()
+    ours.close()
+    assert verb == "FAIL", (verb, f)
+    assert f"REQUEST for auth id {rid}: " in mra.wait_log(f"REQUEST for auth id {rid}: ")
+    still_serving(mra)
