@@ -248,7 +248,12 @@ class Postlogin {
                      [this, it, p = std::move(p)](Result<common::auth::UserInfo> u) mutable {
                        if (it->done) return;
                        if (!u) {
-                         g_log.warning("REQUEST for auth id %s: %s", p.get("auth_id").c_str(), u.error().message.c_str());
+                         // NOTFOUND to a REQUEST: no finished login with that id, pid
+                         // and cookie (forged, replayed or expired), not a missing user.
+                         g_log.warning("REQUEST for auth id %s: %s", p.get("auth_id").c_str(),
+                                       u.error().kind == ErrorKind::kNotFound
+                                           ? "tern-authd knows no finished login with that id, pid and cookie"
+                                           : u.error().message.c_str());
                          fail(it, "temp", "tern-authd did not confirm the login");
                          return;
                        }

@@ -304,7 +304,7 @@ def test_postlogin_learns_the_user_from_tern_authd_only(mra):
                                            user=other), theirs.fileno())
     theirs.close()
     assert verb == "FAIL" and f.get("kind") == "temp", (verb, f)
-    assert "REQUEST for auth id 77: " in mra.wait_log("REQUEST for auth id 77: ")  # tern-authd said no
+    assert "REQUEST for auth id 77: tern-authd knows no finished login" in mra.wait_log("REQUEST for auth id 77: ")
     assert mra_pids(mra)["workers"] == []
     ours.settimeout(5)
     assert ours.recv(100) == b""  # the descriptor was closed unused
