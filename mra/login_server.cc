@@ -202,7 +202,10 @@ void LoginServer::maybe_stopped() {
   std::function<void()> done = std::move(stopped_);
   stopped_ = nullptr;
   if (stop_timer_) stop_timer_->stop();
-  ctx_.loop->post(std::move(done));
+  // One round later than the clients' release lambdas posted with it (see closed()):
+  // `done` destroys this server, which they must not outlive.
+  common::ev::Loop* loop = &*ctx_.loop;
+  loop->post([loop, done = std::move(done)]() mutable { loop->post(std::move(done)); });
 }
 
 void LoginServer::accept(UniqueFd fd, const std::string& service) {

@@ -508,7 +508,10 @@ class Postlogin {
     std::function<void()> done = std::move(stopped_);
     stopped_ = nullptr;
     if (stop_timer_) stop_timer_->stop();
-    ctx_.loop->post(std::move(done));
+    // One round later than the release lambdas posted with it (drop_worker): `done`
+    // destroys this object, which they must not outlive.
+    common::ev::Loop* loop = &*ctx_.loop;
+    loop->post([loop, done = std::move(done)]() mutable { loop->post(std::move(done)); });
   }
 
   common::DaemonContext& ctx_;

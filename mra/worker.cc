@@ -464,7 +464,10 @@ class Worker {
   void maybe_exit() {
     if (ctl_open_ || !sessions_.empty()) return;
     if (!done_) return;
-    loop_.post(std::move(done_));
+    // Two posts: the sessions just ended are released by lambdas posted in this
+    // round (their destructors reach into the watcher); `done` destroys the worker,
+    // so it runs one round later, after those are gone.
+    loop_.post([loop = &loop_, done = std::move(done_)]() mutable { loop->post(std::move(done)); });
     done_ = nullptr;
   }
 
