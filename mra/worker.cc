@@ -40,15 +40,24 @@ using common::net::Connection;
 class Watcher {
  public:
   using Notify = std::function<void(uint64_t session)>;
+  // Without inotify (the uid's fs.inotify.max_user_instances or max_user_watches
+  // used up, as a busy Dovecot on the same uid does) the mailboxes that cannot be
+  // watched are checked every kPollMs instead, so IDLE still wakes within a second
+  // (Dovecot's mailbox_idle_check_interval, made short); unwatched mailboxes are
+  // rescanned on every sync. Only the sessions in IDLE pay for it.
+  static constexpr uint64_t kPollMs = 500;
+
   Watcher(common::ev::Loop& loop, Notify notify) : notify_(std::move(notify)) {
+    debounce_ = std::make_unique<common::ev::Timer>(loop);
+    poll_ = std::make_unique<common::ev::Timer>(loop);
     fd_.reset(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
     if (!fd_) {
-      common::log::warning("inotify: %s; IDLE falls back to the clients' own polling", std::strerror(errno));
+      common::log::warning("inotify: %s; IDLE checks the mailboxes every %llu ms instead", std::strerror(errno),
+                           static_cast<unsigned long long>(kPollMs));
       return;
     }
     watch_ = std::make_unique<common::ev::FdWatch>(loop, fd_.get());
     watch_->start(UV_READABLE, [this](int, int) { on_events(); });
-    debounce_ = std::make_unique<common::ev::Timer>(loop);
     ScanTracker::global().set_drain([this] { on_events(); });
   }
   ~Watcher() {
@@ -57,20 +66,21 @@ class Watcher {
   }
 
   void add(const std::string& dir, uint64_t session) {
-    if (!fd_) return;
     Dir& d = dirs_[dir];
-    if (d.sessions.empty()) {
+    if (d.sessions.empty() && fd_) {
       const uint32_t mask = IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_ONLYDIR;
       d.wd_new = ::inotify_add_watch(fd_.get(), (dir + "/new").c_str(), mask);
       d.wd_cur = ::inotify_add_watch(fd_.get(), (dir + "/cur").c_str(), mask);
       if (d.wd_new < 0 || d.wd_cur < 0) {
-        common::log::warning("inotify_add_watch %s: %s", dir.c_str(), std::strerror(errno));
+        common::log::warning("inotify_add_watch %s: %s; checking it every %llu ms instead", dir.c_str(),
+                             std::strerror(errno), static_cast<unsigned long long>(kPollMs));
       }
       if (d.wd_new >= 0) by_wd_[d.wd_new] = dir;
       if (d.wd_cur >= 0) by_wd_[d.wd_cur] = dir;
       if (d.wd_new >= 0 && d.wd_cur >= 0) ScanTracker::global().watch(dir);
     }
     d.sessions.insert(session);
+    if ((d.wd_new < 0 || d.wd_cur < 0) && !poll_->active()) poll_->start(kPollMs, [this] { poll(); }, kPollMs);
   }
 
   void remove(const std::string& dir, uint64_t session) {
@@ -86,6 +96,22 @@ class Watcher {
     ScanTracker::global().unwatch(dir);
     dirty_.erase(dir);
     dirs_.erase(it);
+  }
+
+  // The fallback: every mailbox without a complete inotify watch counts as changed
+  // (the sessions in IDLE sync it; the others are not woken).
+  void poll() {
+    bool any = false;
+    for (auto& [dir, d] : dirs_) {
+      if (d.wd_new >= 0 && d.wd_cur >= 0) continue;
+      dirty_.insert(dir);
+      any = true;
+    }
+    if (!any) {
+      poll_->stop();
+      return;
+    }
+    fire();
   }
 
  private:
@@ -132,6 +158,7 @@ class Watcher {
   UniqueFd fd_;
   std::unique_ptr<common::ev::FdWatch> watch_;
   std::unique_ptr<common::ev::Timer> debounce_;
+  std::unique_ptr<common::ev::Timer> poll_;
   std::map<std::string, Dir> dirs_;
   std::map<int, std::string> by_wd_;
   std::set<std::string> dirty_;

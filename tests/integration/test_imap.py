@@ -337,6 +337,53 @@ def test_idle_is_woken_by_an_lmtp_delivery(mra):
     c.logout()
 
 
+@pytest.mark.skipif(not is_root(), reason="using up the mail uid's inotify instances needs root (to become vmail)")
+def test_idle_without_inotify_still_wakes(mra):
+    # A busy Dovecot on the same uid can use up fs.inotify.max_user_instances (it
+    # happened on the shared test machine). Here a child process becomes vmail and
+    # takes every instance left, before the worker starts; IDLE must still wake
+    # within a second, by checking the mailbox.
+    import pwd
+    import signal
+    import subprocess
+    vmail = pwd.getpwnam("vmail")
+    hog = subprocess.Popen(
+        ["/usr/bin/python3", "-c",
+         "import ctypes, os, sys, time\n"
+         f"os.setgid({vmail.pw_gid}); os.setuid({vmail.pw_uid})\n"
+         "libc = ctypes.CDLL(None, use_errno=True)\n"
+         "fds = []\n"
+         "while len(fds) < 100000:\n"
+         "    fd = libc.inotify_init1(0)\n"
+         "    if fd < 0: break\n"
+         "    fds.append(fd)\n"
+         "print(len(fds), flush=True)\n"
+         "time.sleep(120)\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert hog.stdout.readline().strip().isdigit()  # it holds all the rest now
+        c = imap(mra)
+        c.select("INBOX")
+        assert "IDLE checks the mailboxes every" in mra.wait_log("IDLE checks the mailboxes every")
+        tag = c._new_tag()
+        c.send(tag + b" IDLE\r\n")
+        assert c.readline().startswith(b"+")
+        start = time.monotonic()
+        deliver(mra, USER, "wake up without inotify")
+        c.sock.settimeout(10)
+        line = c.readline()
+        took = time.monotonic() - start
+        assert line == b"* 1 EXISTS\r\n", line
+        print(f"IDLE without inotify woke {took * 1000:.0f} ms after the LMTP delivery began")
+        c.send(b"DONE\r\n")
+        while not c.readline().startswith(tag):
+            pass
+        c.logout()
+    finally:
+        hog.send_signal(signal.SIGKILL)
+        hog.wait()
+
+
 def test_idle_sees_flag_changes_from_another_program(mra):
     deliver(mra, USER, "watched")
     c = imap(mra)
