@@ -571,6 +571,46 @@ Result<Changes> MailboxIndex::changes_since(std::string_view mailbox_in, uint64_
   return out;
 }
 
+Result<MessageRecord> MailboxIndex::change_flags(lmdb::Txn& txn, Meta& meta, const std::string& dir, MessageRecord rec,
+                                                 std::string_view flags, FlagMode mode) {
+  std::string want;
+  const std::string given = maildir::normalize_flags(flags);
+  if (mode == FlagMode::kReplace) {
+    want = given;
+  } else if (mode == FlagMode::kAdd) {
+    want = maildir::normalize_flags(rec.flags + given);
+  } else {
+    for (char c : rec.flags) {
+      if (given.find(c) == std::string::npos) want += c;
+    }
+  }
+  if (want == rec.flags && !rec.in_new) return rec;
+  maildir::Entry e;
+  e.in_new = rec.in_new;
+  e.name = rec.file;
+  e.parsed = maildir::parse_name(rec.file);
+  Result<std::string> name = maildir::set_flags(dir, e, want);
+  if (!name && name.error().kind == ErrorKind::kNotFound) {
+    // Renamed behind our back (another program changed its flags): find it by base.
+    Result<std::vector<maildir::Entry>> list = maildir::list(dir);
+    if (!list) return list.take_error();
+    for (const maildir::Entry& x : *list) {
+      if (x.parsed.base == rec.base) {
+        name = maildir::set_flags(dir, x, want);
+        break;
+      }
+    }
+  }
+  if (!name) return name.take_error();
+  const bool flags_changed = want != rec.flags;
+  rec.file = *name;
+  rec.in_new = false;
+  rec.flags = want;
+  if (flags_changed) rec.modseq = ++meta.st.highest_modseq;
+  if (Status p = put_record(txn, meta.id, rec); !p) return p.take_error();
+  return rec;
+}
+
 Result<MessageRecord> MailboxIndex::set_flags(std::string_view mailbox_in, uint32_t uid, std::string_view flags,
                                               FlagMode mode, std::optional<uint64_t> unchanged_since) {
   const std::string mailbox = normalize_mailbox(mailbox_in);
@@ -587,49 +627,116 @@ Result<MessageRecord> MailboxIndex::set_flags(std::string_view mailbox_in, uint3
       return make_error(ErrorKind::kExists, "message " + std::to_string(uid) + " changed since " +
                                                 std::to_string(*unchanged_since));
     }
-    std::string want;
-    const std::string given = maildir::normalize_flags(flags);
-    if (mode == FlagMode::kReplace) {
-      want = given;
-    } else if (mode == FlagMode::kAdd) {
-      want = maildir::normalize_flags(rec->flags + given);
-    } else {
-      for (char c : rec->flags) {
-        if (given.find(c) == std::string::npos) want += c;
-      }
-    }
-    if (want == rec->flags && !rec->in_new) {
-      out = *rec;
-      return {};
-    }
-    maildir::Entry e;
-    e.in_new = rec->in_new;
-    e.name = rec->file;
-    e.parsed = maildir::parse_name(rec->file);
-    Result<std::string> name = maildir::set_flags(*dir, e, want);
-    if (!name && name.error().kind == ErrorKind::kNotFound) {
-      // Renamed behind our back (another program changed its flags): find it by base.
-      Result<std::vector<maildir::Entry>> list = maildir::list(*dir);
-      if (!list) return list.take_error();
-      for (const maildir::Entry& x : *list) {
-        if (x.parsed.base == rec->base) {
-          name = maildir::set_flags(*dir, x, want);
-          break;
-        }
-      }
-    }
-    if (!name) return name.take_error();
-    const bool flags_changed = want != rec->flags;
-    rec->file = *name;
-    rec->in_new = false;
-    rec->flags = want;
-    if (flags_changed) rec->modseq = ++meta->st.highest_modseq;
-    if (Status p = put_record(txn, meta->id, *rec); !p) return p;
-    out = *rec;
+    Result<MessageRecord> changed = change_flags(txn, *meta, *dir, std::move(rec).value(), flags, mode);
+    if (!changed) return changed.take_error();
+    out = std::move(changed).value();
     return put_meta(txn, mailbox, *meta);
   });
   if (!s) return s.take_error();
   return out;
+}
+
+Result<MailboxIndex::FlagsResult> MailboxIndex::set_flags(std::string_view mailbox_in, const std::vector<uint32_t>& uids,
+                                                          std::string_view flags, FlagMode mode,
+                                                          std::optional<uint64_t> unchanged_since) {
+  const std::string mailbox = normalize_mailbox(mailbox_in);
+  Result<std::string> dir = mailbox_dir(mailbox);
+  if (!dir) return dir.take_error();
+  FlagsResult out;
+  Status s = lmdb::write(*env_, [&](lmdb::Txn& txn) -> Status {
+    out = FlagsResult();
+    Result<Meta> meta = get_meta(txn, mailbox, false);
+    if (!meta) return meta.take_error();
+    for (uint32_t uid : uids) {
+      Result<MessageRecord> rec = get_record(txn, meta->id, uid);
+      if (!rec) {
+        if (rec.error().kind == ErrorKind::kNotFound) continue;
+        return rec.take_error();
+      }
+      if (unchanged_since && rec->modseq > *unchanged_since) {
+        out.refused.push_back(uid);
+        continue;
+      }
+      Result<MessageRecord> changed = change_flags(txn, *meta, *dir, std::move(rec).value(), flags, mode);
+      if (!changed) {
+        if (changed.error().kind == ErrorKind::kNotFound) continue;  // expunged by another program
+        return changed.take_error();
+      }
+      out.updated.push_back(std::move(changed).value());
+    }
+    return put_meta(txn, mailbox, *meta);
+  });
+  if (!s) return s.take_error();
+  return out;
+}
+
+Result<std::vector<MessageRecord>> MailboxIndex::messages(std::string_view mailbox_in, const std::vector<uint32_t>& uids) {
+  const std::string mailbox = normalize_mailbox(mailbox_in);
+  std::vector<MessageRecord> out;
+  Status s = lmdb::read(*env_, [&](lmdb::Txn& txn) -> Status {
+    out.clear();
+    Result<Meta> m = get_meta(txn, mailbox, false);
+    if (!m) return m.take_error();
+    out.reserve(uids.size());
+    for (uint32_t uid : uids) {
+      Result<MessageRecord> r = get_record(txn, m->id, uid);
+      if (!r) {
+        if (r.error().kind == ErrorKind::kNotFound) continue;
+        return r.take_error();
+      }
+      out.push_back(std::move(r).value());
+    }
+    return {};
+  });
+  if (!s) return s.take_error();
+  return out;
+}
+
+Result<std::vector<uint32_t>> MailboxIndex::claim_new(std::string_view mailbox_in, const std::vector<uint32_t>& uids) {
+  const std::string mailbox = normalize_mailbox(mailbox_in);
+  Result<std::string> dir = mailbox_dir(mailbox);
+  if (!dir) return dir.take_error();
+  std::vector<uint32_t> claimed;
+  Status s = lmdb::write(*env_, [&](lmdb::Txn& txn) -> Status {
+    claimed.clear();
+    Result<Meta> meta = get_meta(txn, mailbox, false);
+    if (!meta) return meta.take_error();
+    for (uint32_t uid : uids) {
+      Result<MessageRecord> rec = get_record(txn, meta->id, uid);
+      if (!rec) {
+        if (rec.error().kind == ErrorKind::kNotFound) continue;
+        return rec.take_error();
+      }
+      if (!rec->in_new) continue;  // someone else saw it first
+      std::string flags = rec->flags;
+      Result<MessageRecord> moved = change_flags(txn, *meta, *dir, std::move(rec).value(), flags, FlagMode::kReplace);
+      if (!moved) {
+        if (moved.error().kind == ErrorKind::kNotFound) continue;
+        return moved.take_error();
+      }
+      claimed.push_back(uid);
+    }
+    return put_meta(txn, mailbox, *meta);
+  });
+  if (!s) return s.take_error();
+  return claimed;
+}
+
+Status MailboxIndex::remove_mailbox(std::string_view mailbox_in) {
+  const std::string mailbox = normalize_mailbox(mailbox_in);
+  return lmdb::write(*env_, [&](lmdb::Txn& txn) -> Status {
+    Result<Meta> meta = get_meta(txn, mailbox, false);
+    if (!meta) return meta.error().kind == ErrorKind::kNotFound ? Status() : Status(meta.take_error());
+    const std::string prefix = id_prefix(meta->id);
+    for (MDB_dbi dbi : {dbs_->messages, dbs_->files, dbs_->expunged}) {
+      Result<lmdb::Cursor> cur = lmdb::Cursor::open(txn, dbi);
+      if (!cur) return cur.take_error();
+      for (auto e = cur->seek(prefix); e && e->first.substr(0, 4) == prefix; e = cur->seek(prefix)) {
+        if (Status d = cur->del(); !d) return d;
+      }
+    }
+    return txn.del(dbs_->mailboxes, mailbox);
+  });
 }
 
 Result<std::vector<uint32_t>> MailboxIndex::expunge(std::string_view mailbox_in, const std::vector<uint32_t>& uids) {
@@ -682,6 +789,25 @@ Status MailboxIndex::set_cache(std::string_view mailbox_in, uint32_t uid, std::s
     if (!envelope.empty()) rec->envelope = std::string(envelope);
     if (!bodystructure.empty()) rec->bodystructure = std::string(bodystructure);
     return put_record(txn, meta->id, *rec);
+  });
+}
+
+Status MailboxIndex::set_cache(std::string_view mailbox_in, const std::vector<CacheEntry>& entries) {
+  const std::string mailbox = normalize_mailbox(mailbox_in);
+  return lmdb::write(*env_, [&](lmdb::Txn& txn) -> Status {
+    Result<Meta> meta = get_meta(txn, mailbox, false);
+    if (!meta) return meta.take_error();
+    for (const CacheEntry& c : entries) {
+      Result<MessageRecord> rec = get_record(txn, meta->id, c.uid);
+      if (!rec) {
+        if (rec.error().kind == ErrorKind::kNotFound) continue;
+        return rec.take_error();
+      }
+      if (!c.envelope.empty()) rec->envelope = c.envelope;
+      if (!c.bodystructure.empty()) rec->bodystructure = c.bodystructure;
+      if (Status p = put_record(txn, meta->id, *rec); !p) return p;
+    }
+    return {};
   });
 }
 

@@ -160,6 +160,37 @@ class MailboxIndex {
   // Mailboxes known to the index.
   Result<std::vector<std::string>> mailboxes();
 
+  // --- batch calls for tern-mra's sessions ------------------------------------
+  // The records of `uids` (ascending) in one read transaction; unknown UIDs are left
+  // out. IMAP FETCH of flags for a range costs one transaction, not one per message.
+  Result<std::vector<MessageRecord>> messages(std::string_view mailbox, const std::vector<uint32_t>& uids);
+  // set_flags() for many messages in one write transaction (one commit: one fsync for
+  // a STORE of a thousand messages). Messages whose MODSEQ exceeds unchanged_since are
+  // left alone and listed in `refused`; unknown UIDs and files gone are skipped.
+  struct FlagsResult {
+    std::vector<MessageRecord> updated;
+    std::vector<uint32_t> refused;
+  };
+  Result<FlagsResult> set_flags(std::string_view mailbox, const std::vector<uint32_t>& uids, std::string_view flags,
+                                FlagMode mode, std::optional<uint64_t> unchanged_since);
+  // Moves the given messages that are still in new/ to cur/ (an IMAP session has seen
+  // them) and returns the UIDs this call moved. Done under the writer lock, so of two
+  // sessions that race for a new message exactly one gets it: that one shows \Recent
+  // (RFC 3501 2.3.2). Flags and MODSEQ do not change.
+  Result<std::vector<uint32_t>> claim_new(std::string_view mailbox, const std::vector<uint32_t>& uids);
+  // Forgets a mailbox (IMAP DELETE, the old name of a RENAME): its state, records,
+  // file map and expunge log. A mailbox created later under that name gets a new
+  // UIDVALIDITY (RFC 3501 2.3.1.1). The files are the caller's business.
+  Status remove_mailbox(std::string_view mailbox);
+  // set_cache() for many messages in one write transaction (FETCH ENVELOPE of a whole
+  // mailbox stores its results in one commit). Unknown UIDs are skipped.
+  struct CacheEntry {
+    uint32_t uid = 0;
+    std::string envelope;       // empty leaves the field as it is
+    std::string bodystructure;  // likewise
+  };
+  Status set_cache(std::string_view mailbox, const std::vector<CacheEntry>& entries);
+
   struct Meta;  // a mailbox's stored state (internal)
 
  private:
@@ -171,6 +202,9 @@ class MailboxIndex {
   Result<MessageRecord> get_record(lmdb::Txn& txn, uint32_t id, uint32_t uid);
   Status put_record(lmdb::Txn& txn, uint32_t id, const MessageRecord& rec);
   Status drop_record(lmdb::Txn& txn, Meta& meta, const MessageRecord& rec);
+  // One message's flag change inside a write transaction (set_flags' body).
+  Result<MessageRecord> change_flags(lmdb::Txn& txn, Meta& meta, const std::string& dir, MessageRecord rec,
+                                     std::string_view flags, FlagMode mode);
   std::string root_;
   maildir::Fsync fsync_ = maildir::Fsync::kYes;
   std::unique_ptr<lmdb::Env> env_;

@@ -68,6 +68,12 @@ Result<ServiceSpec> make_service(const Config& cfg, const std::string& name) {
     if (Status st = add_inet(cfg, "listen", "imaps_port", "imaps", s.listeners); !st) return st.take_error();
     if (Status st = add_inet(cfg, "listen", "pop3_port", "pop3", s.listeners); !st) return st.take_error();
     if (Status st = add_inet(cfg, "listen", "pop3s_port", "pop3s", s.listeners); !st) return st.take_error();
+  } else if (name == "mra-postlogin") {
+    // Started with tern-mra (never named in master_services): the root process that
+    // takes logged-in connections from the login process and starts session workers
+    // as the mail owners. Only the login user may connect (and SO_PEERCRED is checked).
+    s.privileged = true;
+    s.listeners.push_back(unix_listener(cfg, "mra-postlogin", 0600, cfg.str("default_login_user")));
   } else {
     return make_error(ErrorKind::kConfig, cfg.origin("master_services") + ": parameter 'master_services': unknown service '" +
                                               log_escape(name, 32) + "' (known: authd, mda, mta, mra)");
@@ -81,7 +87,11 @@ Result<std::vector<ServiceSpec>> service_table(const Config& cfg) {
   std::vector<ServiceSpec> out;
   std::vector<std::string> names = cfg.list("master_services");
   // Start order: authd first, then the MDA (the MTA delivers to it), then the rest.
-  static const char* const kOrder[] = {"authd", "mda", "mta", "mra"};
+  static const char* const kOrder[] = {"authd", "mda", "mta", "mra", "mra-postlogin"};
+  // tern-mra's post-login process runs whenever tern-mra does.
+  bool has_mra = false;
+  for (const std::string& n : names) has_mra = has_mra || n == "mra";
+  if (has_mra) names.push_back("mra-postlogin");
   for (const std::string& n : names) {
     bool known = false;
     for (const char* k : kOrder) known = known || n == k;

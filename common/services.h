@@ -29,7 +29,11 @@ struct ListenerSpec {
 struct ServiceSpec {
   std::string name;      // "authd", "mda", "mta", "mra"
   std::string binary;    // "tern-authd"
-  std::string user_key;  // config key naming the user it runs as
+  std::string user_key;  // config key naming the user it runs as ("" when privileged)
+  // Runs as root: only tern-mra-postlogin, which creates session workers with the
+  // mail owners' uids (DESIGN.md 2; its header says why). The master's refusal to run
+  // a daemon as root has this one exception.
+  bool privileged = false;
   std::vector<ListenerSpec> listeners;
 };
 

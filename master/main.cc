@@ -54,6 +54,8 @@ Status check_users(const common::Config& cfg) {
   if (!table) return table.take_error();
   const bool root = ::geteuid() == 0;
   for (const auto& s : *table) {
+    // The one daemon that runs as root: tern-mra-postlogin (common/services.h).
+    if (s.privileged) continue;
     std::string name = cfg.str(s.user_key);
     Result<common::UserIds> u = common::lookup_user(name);
     if (!u) {

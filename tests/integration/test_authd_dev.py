@@ -25,8 +25,9 @@ def test_dev_default_has_a_working_demo_user(tmp_path):
                          stderr=subprocess.PIPE, text=True)
     try:
         conf = d / "tern.conf"
+        # authd, mda, mta, mra and mra-postlogin (which runs whenever tern-mra does).
         wait_for(lambda: conf.exists() and subprocess.run([os.path.join(BIN, "ternctl"), "-c", str(conf), "status"],
-                                                          capture_output=True, text=True).stdout.count("state=running") == 4,
+                                                          capture_output=True, text=True).stdout.count("state=running") == 5,
                  timeout=30, what="dev default running")
         pw_file = d / "demo-password"
         assert stat.S_IMODE(pw_file.stat().st_mode) == 0o600

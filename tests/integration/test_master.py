@@ -12,7 +12,8 @@ import pytest
 
 from tern_harness import BIN, Tern, is_root, proc_status, wait_for
 
-SERVICES = ["authd", "mda", "mta", "mra"]
+# tern-mra-postlogin runs whenever tern-mra does (common/services.cc).
+SERVICES = ["authd", "mda", "mta", "mra", "mra-postlogin"]
 
 
 def test_status_lists_every_daemon(tern):
@@ -219,7 +220,7 @@ def test_dev_default_runs_without_config(tmp_path):
     try:
         conf = d / "tern.conf"
         wait_for(lambda: conf.exists() and subprocess.run([os.path.join(BIN, "ternctl"), "-c", str(conf), "status"],
-                                                          capture_output=True, text=True).stdout.count("state=running") == 4,
+                                                          capture_output=True, text=True).stdout.count("state=running") == len(SERVICES),
                  timeout=20, what="dev default running")
         text = conf.read_text()
         assert "smtpd_port = 2525" in text and "imap_port = 1143" in text

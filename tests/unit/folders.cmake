@@ -2,4 +2,4 @@
 tern_unit_tests(mta tern-mta-net tern-mta-lib)
 tern_unit_tests(authd tern-authd-lib)
 tern_unit_tests(mda tern-mda-lib)
-tern_unit_tests(mra tern-mra-lib)
+tern_unit_tests(mra tern-mra-lib tern-mra-store)
