@@ -279,7 +279,12 @@ def build_mailload(build_dir):
 
 
 def parse_kv(line):
+    """key=value pairs; error=<reason> is the rest of the line (reasons have spaces)."""
     out = {}
+    head, sep, reason = line.partition("error=")
+    if sep and (not head or head.endswith(" ")):
+        out["error"] = reason.strip()
+        line = head
     for part in line.split():
         k, _, v = part.partition("=")
         try:
