@@ -79,6 +79,24 @@ def pss_kib(pid):
     return 0
 
 
+def pss_anon_kib(pid):
+    """Pss_Anon of one process in KiB: PSS without file-backed pages (a mapped
+    LMDB file's resident pages are in PSS; a file read with read() is not)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss_Anon:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def suite_pss_anon(root_pids, exclude=()):
+    pids = [p for p in tree(root_pids) if not comm(p).startswith(tuple(exclude))] if exclude else tree(root_pids)
+    return sum(pss_anon_kib(p) for p in pids)
+
+
 def suite_pss(root_pids, exclude=()):
     """(total PSS in KiB, number of processes) over root_pids and their descendants,
     leaving out processes whose command name starts with one of `exclude` (a suite's
@@ -95,6 +113,7 @@ class PeakPss:
         self.exclude = exclude
         self.interval = interval
         self.peak = 0
+        self.peak_anon = 0
         self.peak_procs = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -104,6 +123,7 @@ class PeakPss:
             total, n = suite_pss(self.roots(), self.exclude)
             if total > self.peak:
                 self.peak, self.peak_procs = total, n
+            self.peak_anon = max(self.peak_anon, suite_pss_anon(self.roots(), self.exclude))
             if self._stop.wait(self.interval):
                 return
 

@@ -211,6 +211,13 @@ service pop3-login {{
     port = 0
   }}
 }}
+# Dovecot's built-in process_limit of the imap and pop3 services is 1024.
+service imap {{
+  process_limit = 12000
+}}
+service pop3 {{
+  process_limit = 12000
+}}
 service anvil {{
   client_limit = 30000
 }}
