@@ -59,6 +59,12 @@ std::string tls_established(std::string_view service, std::string_view client, s
                            std::string(client) + ": " + std::string(description));
 }
 
+std::string tls_established_to(std::string_view service, std::string_view trust, std::string_view server,
+                               std::string_view description) {
+  return emit(service, std::string(trust) + " TLS connection established to " + std::string(server) + ": " +
+                           std::string(description));
+}
+
 std::string client(std::string_view queue_id, std::string_view client, std::string_view method,
                    std::string_view user) {
   std::string t = std::string(queue_id) + ": client=" + std::string(client);

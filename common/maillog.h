@@ -31,6 +31,10 @@ std::string lost_connection(std::string_view after_command, std::string_view cli
 std::string timeout(std::string_view after_command, std::string_view client);
 std::string tls_established(std::string_view service, std::string_view client, std::string_view description,
                             bool to_client);
+// The SMTP client's line: "Untrusted TLS connection established to mx[addr]:25: TLSv1.3 with
+// cipher ..."; trust is Postfix's word: Anonymous, Untrusted, Trusted or Verified.
+std::string tls_established_to(std::string_view service, std::string_view trust, std::string_view server,
+                               std::string_view description);
 std::string client(std::string_view queue_id, std::string_view client, std::string_view sasl_method,
                    std::string_view sasl_username);
 std::string reject(std::string_view queue_id_or_noqueue, std::string_view stage, std::string_view client,

@@ -31,7 +31,7 @@ const Command kCommands[] = {
     {"reload", "reload                          re-read tern.conf and restart the daemons on it", cmd_reload},
     {"stop", "stop                            stop the mail system", cmd_stop},
     {"postmap", "postmap [-a] [-q key] [type:]file...  compile (or query) a lookup table, like postmap(1)", cmd_postmap},
-    {"queue", "queue show [id...] | list           the mail queue, every recipient's state", cmd_queue},
+    {"queue", "queue show [id...] | list | flush [id...] | hold|release|delete id...|ALL  the mail queue", cmd_queue},
     {"user", "user add|passwd|del|list|show|import  virtual users (password on stdin or the terminal)", cmd_user},
     {"domain", "domain add|del|list             virtual domains and their userdb defaults", cmd_domain},
     {"pw", "pw [-s SCHEME]                  hash a password, like doveadm pw", cmd_pw},

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <ctime>
 
 #include "common/connection.h"
@@ -18,6 +19,8 @@ class LmtpConnection : public LmtpSession::Host, public std::enable_shared_from_
   void start(LmtpSession::Options opt, std::string id) {
     const common::net::PeerInfo& p = conn_->peer();
     opt.peer = p.is_unix ? "local" : "[" + p.address + "]";
+    const std::vector<uid_t>& ok = server_->id_peers_;
+    id_peer_ = p.is_unix && p.has_creds && std::find(ok.begin(), ok.end(), p.uid) != ok.end();
     session_ = std::make_shared<LmtpSession>(std::move(opt), this, std::move(id));
     std::weak_ptr<LmtpConnection> weak = weak_from_this();
     Connection::Callbacks cb;
@@ -93,13 +96,13 @@ class LmtpConnection : public LmtpSession::Host, public std::enable_shared_from_
     }
   }
 
-  bool delivery_ids() const override { return server_->ids_ != nullptr; }
+  bool delivery_ids() const override { return server_->ids_ != nullptr && id_peer_; }
   bool delivered_before(const std::string& id, const std::string& recipient) override {
-    return server_->ids_ && server_->ids_->seen(id, recipient);
+    return delivery_ids() && server_->ids_->seen(id, recipient);
   }
   void record_delivered(const std::string& id, const std::vector<std::string>& recipients,
                         RecordDone done) override {
-    if (!server_->ids_) {
+    if (!delivery_ids()) {
       done({});
       return;
     }
@@ -125,6 +128,7 @@ class LmtpConnection : public LmtpSession::Host, public std::enable_shared_from_
   LmtpServer* server_;
   std::shared_ptr<Connection> conn_;
   std::shared_ptr<LmtpSession> session_;
+  bool id_peer_ = false;
 };
 
 LmtpServer::LmtpServer(common::ev::Loop& loop, Settings settings, LmtpSession::Options options, uint64_t idle_timeout_ms,

@@ -36,6 +36,10 @@ class LmtpServer {
   // Stops accepting, closes the connections, and calls `done` once every delivery in
   // progress has finished.
   void stop(std::function<void()> done);
+  // Local peers (by SO_PEERCRED uid) that may use XTERN-DELIVERY-ID: tern-mta's user
+  // and root. Anyone else who can reach the socket gets plain LMTP, so a local user
+  // cannot record delivery ids that would make tern-mda skip someone's mail.
+  void set_delivery_id_peers(std::vector<uid_t> uids) { id_peers_ = std::move(uids); }
 
  private:
   friend class LmtpConnection;
@@ -50,6 +54,7 @@ class LmtpServer {
   Lookup lookup_;
   DeliveryHelper* helper_;
   DeliveryIds* ids_;
+  std::vector<uid_t> id_peers_;
   std::vector<std::unique_ptr<common::net::Listener>> listeners_;
   std::set<std::shared_ptr<LmtpConnection>> conns_;
   common::maildir::DirSyncer syncer_;

@@ -36,6 +36,7 @@
 
 #include "common/daemon.h"
 #include "common/log.h"
+#include "common/privilege.h"
 #include "mda/delivery_ids.h"
 #include "mda/lmtp_server.h"
 #include "mda/userdb.h"
@@ -87,6 +88,9 @@ int main(int argc, char** argv) {
         *ctx.loop, settings, o, static_cast<uint64_t>(cfg.seconds("lmtp_timeout")) * 1000,
         [&](const std::string& user, mda::LmtpSession::Host::LookupDone done) { userdb->lookup(user, std::move(done)); },
         helper.get(), ids.get());
+    std::vector<uid_t> id_peers = {0, ::geteuid()};
+    if (common::Result<common::UserIds> mo = common::lookup_user(cfg.str("mail_owner"))) id_peers.push_back(mo->uid);
+    server->set_delivery_id_peers(std::move(id_peers));
     std::vector<int> fds = ctx.listeners("lmtp");
     if (fds.empty()) return make_error(ErrorKind::kConfig, "tern-mda has no lmtp listener");
     for (int fd : fds) server->listen(fd, "lmtp");

@@ -25,6 +25,7 @@ std::string clean(std::string_view s) {
 std::string diagnostic(const Recipient& r) {
   // A reply from the next hop is "smtp; 550 5.1.1 ..." (RFC 3464 2.3.6); our own
   // reasons ("5.7.1 mail to command is restricted") are x-unix.
+  if (!r.diagnostic.empty()) return "smtp; " + clean(r.diagnostic);
   std::string t = clean(r.last_reply);
   if (t.size() >= 3 && t[0] >= '2' && t[0] <= '5' && t[1] >= '0' && t[1] <= '9' && t[2] >= '0' && t[2] <= '9') {
     return "smtp; " + t;
@@ -72,9 +73,10 @@ std::string make_dsn(const DsnInput& in) {
       action = "delivered";
       break;
   }
+  if (in.postmaster_copy) subject = "Postmaster Copy: " + subject;
   std::string m;
   m += "From: MAILER-DAEMON@" + in.myhostname + " (Mail Delivery System)\r\n";
-  m += "To: " + clean(e.sender) + "\r\n";
+  m += "To: " + clean(in.to.empty() ? e.sender : in.to) + "\r\n";
   m += "Subject: " + subject + "\r\n";
   m += "Date: " + date + "\r\n";
   m += "Message-Id: <" + in.queue_id + "@" + in.myhostname + ">\r\n";
@@ -106,13 +108,15 @@ std::string make_dsn(const DsnInput& in) {
     std::string who = r->kind == Recipient::Kind::kAddress ? r->address : r->orig_address;
     m += "\r\nFinal-Recipient: rfc822; " + clean(who) + "\r\n";
     if (!r->orcpt.empty()) m += "Original-Recipient: " + clean(r->orcpt) + "\r\n";
-    m += "Action: " + action + "\r\n";
+    // RFC 3461 6.2.2: a success we only handed on to a next hop without DSN is "relayed".
+    m += "Action: " + std::string(in.kind == DsnInput::Kind::kSuccess && r->relayed ? "relayed" : action) + "\r\n";
     m += "Status: " + status_of(*r, in.kind) + "\r\n";
+    if (!r->remote_mta.empty()) m += "Remote-MTA: dns; " + clean(r->remote_mta) + "\r\n";
     if (!r->last_reply.empty()) m += "Diagnostic-Code: " + diagnostic(*r) + "\r\n";
   }
   m += "\r\n";
   // 3. The message, or its headers (RET=HDRS, and always for success and delay).
-  const bool full = in.kind == DsnInput::Kind::kFailure && e.ret != "HDRS";
+  const bool full = in.whole_original || (in.kind == DsnInput::Kind::kFailure && e.ret != "HDRS" && !in.postmaster_copy);
   m += "--" + boundary + "\r\n";
   if (full) {
     m += "Content-Description: Undelivered Message\r\nContent-Type: message/rfc822\r\n";

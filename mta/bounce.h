@@ -31,6 +31,11 @@ struct DsnInput {
   size_t size_limit = 50000;            // bounce_size_limit: most bytes of the original returned
   time_t now = 0;
   std::string queue_id;                 // of the notification itself, for Message-Id
+  // A copy for the postmaster (notify_classes): "Postmaster Copy: ..." to `to`, with
+  // the original's headers only, or the whole original for an undeliverable bounce.
+  bool postmaster_copy = false;
+  bool whole_original = false;
+  std::string to;                       // the To: field; empty: the envelope sender
 };
 
 // The complete notification message, CRLF line endings.

@@ -1,18 +1,23 @@
-// tern-mta - SMTP server, durable queue, queue manager and local delivery hand-off
+// tern-mta - SMTP server, durable queue, queue manager, SMTP client and local
+// delivery hand-off
 //
 // Receives mail on the listeners tern-master passes in (smtp 25, submission 587,
 // smtps 465) and on the local "sendmail" socket, queues it durably (queue_store.h:
-// the 250 goes out only after the commit), expands aliases, and delivers local and
-// virtual-mailbox recipients to tern-mda over LMTP. Mail that sendmail left in the
-// maildrop directory while tern-mta was down is picked up at start.
+// the 250 goes out only after the commit), expands aliases, delivers local and
+// virtual-mailbox recipients to tern-mda over LMTP, and everything else over SMTP
+// to the recipient domain's MX hosts or to relayhost (transport_smtp.h). Mail that
+// sendmail left in the maildrop directory while tern-mta was down is picked up at
+// start.
 //
 // TRUST     Every byte from a network client is untrusted; the local socket's peer
 //           is identified by SO_PEERCRED and trusted only to be that uid. tern-mda
-//           and tern-authd are trusted peers on UNIX sockets.
+//           and tern-authd are trusted peers on UNIX sockets. SMTP servers we send
+//           to and DNS answers are untrusted too (bounded replies, a pure client
+//           state machine, no password without TLS unless configured).
 // PRIVILEGE Runs as mail_owner (never root: daemon_main refuses). Owns the queue.
 //           Reads the TLS key before dropping privilege.
 // STANDARDS RFC 5321, 6409, 8314, 3207, 4954, 1870, 2920, 6152, 6531, 2034, 3030,
-//           3461, 3464, 2033 (client).
+//           3461, 3464, 2033 (client), 7505 (null MX), 4616 (PLAIN client).
 #include <memory>
 
 #include "common/daemon.h"
@@ -71,6 +76,8 @@ int main(int argc, char** argv) {
     tables->set_userdb(mta::authd_userdb(loop, cfg.str("base_dir") + "/auth-userdb"));
     common::dns::Resolver::Options ro;
     ro.servers = cfg.str("dns_servers");
+    ro.timeout_ms = static_cast<uint64_t>(cfg.seconds("dns_timeout")) * 1000;
+    ro.tries = static_cast<int>(cfg.integer("dns_tries"));
     auto r = common::dns::Resolver::create(loop, ro);
     if (!r) {
       common::log::warning("DNS resolver unavailable: %s", r.error().message.c_str());
@@ -83,11 +90,35 @@ int main(int argc, char** argv) {
                                                                 ": smtpd_sasl_type: only dovecot is supported");
     }
     sasl = std::make_unique<mta::AuthdSasl>(loop, sasl_path);
-    qmgr = std::make_unique<mta::QueueManager>(loop, std::move(qs).value(), *queue, *tables);
+    common::Result<mta::SmtpTransportSettings> ts = mta::SmtpTransportSettings::from_config(cfg);
+    if (!ts) return ts.take_error();
+    mta::QueueStore* qp = queue.get();
+    auto smtp = mta::SmtpTransport::create(loop, std::move(ts).value(), resolver.get(),
+                                           [qp](const std::string& id) -> common::Result<mta::QueuedBody> {
+                                             mta::QueuedBody b;
+                                             common::Result<mta::Envelope> e = qp->envelope(id);
+                                             if (!e) return e.take_error();
+                                             if (e->large_body) {
+                                               auto fd = qp->body_fd(id);
+                                               if (!fd) return fd.take_error();
+                                               b.fd = std::move(fd->first);
+                                               b.size = fd->second;
+                                             } else {
+                                               auto data = qp->body(id);
+                                               if (!data) return data.take_error();
+                                               b.data = std::move(data).value();
+                                               b.size = b.data.size();
+                                             }
+                                             return b;
+                                           });
+    if (!smtp) return smtp.take_error();
+    qmgr = std::make_unique<mta::QueueManager>(loop, std::move(qs).value(), *queue, *tables, std::move(smtp).value());
     server = std::make_unique<mta::SmtpServer>(loop, std::move(settings).value(), *queue, *tables, tls, sasl.get(),
                                                resolver.get(),
                                                [&](const std::string& id) { qmgr->notify(id); });
     server->flush = [&] { qmgr->flush(); };
+    server->queue_admin = [&](const std::string& verb, const std::string& arg,
+                              std::function<void(common::smtp::Reply)> done) { qmgr->admin(verb, arg, std::move(done)); };
     server->showq = [&] {
       std::vector<mta::Envelope> all;
       common::Status st = queue->for_each([&](const mta::Envelope& e) { all.push_back(e); });

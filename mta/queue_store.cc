@@ -38,6 +38,7 @@ enum EnvTag : uint8_t {
 };
 enum RcptTag : uint8_t {
   kRAddress = 1, kROrig, kROrcpt, kRNotify, kRState, kRAttempts, kRNext, kRReply, kRDsn, kRWarned, kRKind, kROwner,
+  kRRemoteMta, kRDiagnostic, kRRelayed,
 };
 
 std::string encode_rcpt(const Recipient& r) {
@@ -54,6 +55,9 @@ std::string encode_rcpt(const Recipient& r) {
   if (r.delay_warned) w.boolean(kRWarned, true);
   if (r.kind != Recipient::Kind::kAddress) w.u64(kRKind, static_cast<uint64_t>(r.kind));
   if (r.owner != UINT32_MAX) w.u64(kROwner, r.owner);
+  if (!r.remote_mta.empty()) w.bytes(kRRemoteMta, r.remote_mta);
+  if (!r.diagnostic.empty()) w.bytes(kRDiagnostic, r.diagnostic);
+  if (r.relayed) w.boolean(kRRelayed, true);
   return w.take();
 }
 
@@ -87,6 +91,9 @@ Result<Recipient> decode_rcpt(std::string_view data) {
         break;
       }
       case kROwner: r.owner = static_cast<uint32_t>(R::as_u64(v)); break;
+      case kRRemoteMta: r.remote_mta = v; break;
+      case kRDiagnostic: r.diagnostic = v; break;
+      case kRRelayed: r.relayed = R::as_u64(v) != 0; break;
       default: break;  // a field from a newer version
     }
   }

@@ -67,6 +67,10 @@ struct Recipient {
   std::string last_reply;    // the last reply or error text, for mailq and bounces
   std::string dsn_status;    // RFC 3463 code of the last outcome: "4.4.1"
   bool delay_warned = false;
+  // SMTP deliveries, for the delivery status notification (RFC 3464 2.3.5, 2.3.6):
+  std::string remote_mta;    // the server that gave the last reply ("mx.example.org")
+  std::string diagnostic;    // its reply, as it said it ("550 5.1.1 <x>: User unknown")
+  bool relayed = false;      // handed to a next hop (RFC 3464 "relayed" for NOTIFY=SUCCESS)
 };
 
 struct Envelope {

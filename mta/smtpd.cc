@@ -1,6 +1,7 @@
 #include "mta/smtpd.h"
 
 #include <sys/time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -522,6 +523,31 @@ void Session::handle_line(std::string_view line) {
   if (phase_ == Phase::kAuth) {
     auth_step(line);
     return;
+  }
+  if (port_ == Port::kLocal && server_.queue_admin) {
+    // Tern-private commands for ternctl queue: "XFLUSH id", "XHOLD id", "XRELEASE
+    // id", "XDELETE id" (id or ALL). Flushing is for anyone, as Postfix's postqueue
+    // -f is; changing the queue is for root and the mail owner (postsuper).
+    static const char* const kVerbs[] = {"XFLUSH ", "XHOLD ", "XRELEASE ", "XDELETE "};
+    for (const char* v : kVerbs) {
+      std::string_view verb(v);
+      if (line.size() <= verb.size() || line.substr(0, verb.size()) != verb) continue;
+      std::string arg(line.substr(verb.size()));
+      std::string name(verb.substr(1, verb.size() - 2));
+      if (name != "FLUSH" && local_uid_ != 0 && local_uid_ != ::getuid()) {
+        reply(Reply(550, "5.7.1", "only root and the mail owner may change the queue"), false);
+        return;
+      }
+      begin_wait();
+      std::weak_ptr<Session> weak = weak_from_this();
+      server_.queue_admin(name, arg, [weak](Reply r) {
+        auto s = weak.lock();
+        if (!s || s->phase_ == Phase::kClosed) return;
+        s->reply(r, false);
+        s->end_wait();
+      });
+      return;
+    }
   }
   if (port_ == Port::kLocal && (line == "XSHOWQ" || line == "XFLUSH")) {
     // Tern-private commands of the local socket: the queue listing for mailq and a

@@ -137,6 +137,11 @@ class SmtpServer {
   // The local socket's XSHOWQ and XFLUSH.
   std::function<std::string()> showq = [] { return std::string("Mail queue is empty\n"); };
   std::function<void()> flush = [] {};
+  // The local socket's queue commands (ternctl queue flush|hold|release|delete):
+  // verb FLUSH, HOLD, RELEASE or DELETE, argument a queue id or ALL.
+  using QueueAdmin = std::function<void(const std::string& verb, const std::string& arg,
+                                        std::function<void(common::smtp::Reply)> done)>;
+  QueueAdmin queue_admin;
   void session_ended(Session* s);
 
  private:

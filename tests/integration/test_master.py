@@ -29,6 +29,11 @@ def test_daemons_run_as_configured_users(tern):
     import grp
     import pwd
     expect = {"authd": "tern-auth", "mda": "vmail", "mta": "tern", "mra": "tern-login"}
+    # A daemon drops privileges before it logs "daemon started"; until then it is
+    # still root, and a busy machine makes that window long enough to see.
+    pids = [tern.pid_of(s) for s in expect]
+    wait_for(lambda: all(f"[{p}]: daemon started" in tern.log() for p in pids), timeout=20,
+             what="every daemon's start line")
     for name, user in expect.items():
         pw = pwd.getpwnam(user)
         gid = grp.getgrnam("vmail").gr_gid if name == "mda" else pw.pw_gid

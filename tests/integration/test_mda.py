@@ -375,3 +375,29 @@ def test_symlinked_maildir_leaving_the_home_is_refused(mda):
     assert data[0][0] == 451 and data[1][0] == 250
     assert os.listdir(outside) == []
     assert "outside the home directory" in mda.log()
+
+
+@pytest.mark.skipif(not is_root(), reason="connecting as another local user needs root to switch to it")
+def test_delivery_ids_only_for_tern_mta_and_root(mda):
+    # XTERN-DELIVERY-ID lets tern-mta's retries skip recipients already served. Any
+    # local user may speak LMTP (as with Dovecot's 0666 socket), but only root and the
+    # MTA's user may use the extension: otherwise a user could pre-record ids and make
+    # tern-mda drop someone else's mail.
+    c = lmtp(mda)
+    assert c.has_extn("xtern-delivery-id")
+    c.quit()
+    path = mda.socket_path("lmtp")
+    probe = ("import smtplib,sys; c=smtplib.LMTP(sys.argv[1]); c.ehlo('x'); "
+             "print(sorted(c.esmtp_features)); print(c.mail('<a@example.test>', ['XTERN-DELIVERY-ID=Q1'])[0]); "
+             "c.quit()")
+    # The socket's directory must be reachable for the probe user.
+    r = subprocess.run(["/usr/bin/python3", "-c", probe, path], user="nobody", capture_output=True, text=True,
+                       timeout=30)
+    if "Permission denied" in r.stderr:
+        pytest.skip(f"the test's runtime directory is not reachable for nobody: {r.stderr.strip()}")
+    assert r.returncode == 0, r.stderr
+    features, mail_code = r.stdout.splitlines()
+    assert "pipelining" in features  # the probe really got an LHLO answer
+    assert "xtern-delivery-id" not in features
+    # The parameter itself is refused when the extension was not offered.
+    assert mail_code.startswith("5"), r.stdout
