@@ -283,8 +283,75 @@ Result<std::shared_ptr<MailboxIndex>> MailboxIndex::open(const std::string& root
     return {};
   });
   if (!s) return s.take_error();
+  idx->group_ = std::make_unique<GroupCommit>(*idx->env_);
   reg[root] = idx;
   return idx;
+}
+
+// --- group commit --------------------------------------------------------------
+
+struct GroupCommit::Slot {
+  Change change;
+  bool done = false;
+  Status status;
+};
+
+Status GroupCommit::write(Change change) {
+  auto slot = std::make_shared<Slot>();
+  slot->change = std::move(change);
+  std::unique_lock<std::mutex> lk(mu_);
+  pending_.push_back(slot);
+  while (!slot->done) {
+    if (running_) {
+      cv_.wait(lk);
+      continue;
+    }
+    // Nobody is committing: this writer commits everything waiting, its own
+    // change included.
+    running_ = true;
+    std::vector<std::shared_ptr<Slot>> batch;
+    batch.swap(pending_);
+    lk.unlock();
+    run_batch(batch);
+    lk.lock();
+    for (auto& b : batch) b->done = true;
+    running_ = false;
+    cv_.notify_all();
+  }
+  return slot->status;
+}
+
+void GroupCommit::run_batch(std::vector<std::shared_ptr<Slot>>& batch) {
+  auto count = [this] {
+    std::lock_guard<std::mutex> lk(mu_);
+    ++commits_;
+  };
+  if (batch.size() > 1) {
+    Status s = lmdb::write(env_, [&](lmdb::Txn& txn) -> Status {
+      for (auto& b : batch) {
+        if (Status c = b->change(txn); !c) return c;
+      }
+      return {};
+    });
+    if (s) {
+      count();
+      return;  // every slot's status stays OK
+    }
+  }
+  for (auto& b : batch) {
+    b->status = lmdb::write(env_, b->change);
+    if (b->status) count();
+  }
+}
+
+uint64_t GroupCommit::commits() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return commits_;
+}
+
+size_t GroupCommit::waiting() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return pending_.size();
 }
 
 Result<std::string> MailboxIndex::mailbox_dir(std::string_view mailbox) const {
@@ -349,7 +416,10 @@ Result<uint32_t> MailboxIndex::add_delivered(std::string_view mailbox_in, const 
   const std::string mailbox = normalize_mailbox(mailbox_in);
   maildir::FileName fn = maildir::parse_name(file);
   uint32_t uid = 0;
-  Status s = lmdb::write(*env_, [&](lmdb::Txn& txn) -> Status {
+  // Shares a commit with the deliveries to this user that finish meanwhile; sets
+  // uid afresh each time it runs.
+  Status s = group_->write([&](lmdb::Txn& txn) -> Status {
+    uid = 0;
     Result<Meta> meta = get_meta(txn, mailbox, true);
     if (!meta) return meta.take_error();
     const std::string fk = file_key(meta->id, fn.base);

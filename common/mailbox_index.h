@@ -52,7 +52,9 @@
 // map is dovecot-keywords, read by tern-mra).
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -108,6 +110,37 @@ struct Changes {
   std::vector<MessageRecord> changed;   // added or flag-changed, MODSEQ > since
   std::vector<uint32_t> expunged;       // UIDs expunged with MODSEQ > since
   MailboxStatus status;
+};
+
+// Group commit, as mta/queue_store.cc does for the queue: writers on several
+// threads hand their changes to whichever of them is committing, and one LMDB write
+// transaction (one sync of the data pages, one of the meta page) carries them all.
+// Each writer returns only when the transaction holding its change is durable, so
+// nothing is acknowledged earlier than before. When a shared transaction fails,
+// every change in it is retried in a transaction of its own: one writer's error is
+// never another's.
+class GroupCommit {
+ public:
+  using Change = std::function<Status(lmdb::Txn&)>;
+  explicit GroupCommit(lmdb::Env& env) : env_(env) {}
+  // Blocking, thread-safe. `change` runs in a write transaction shared with the
+  // changes submitted meanwhile; it may run more than once (after a failed shared
+  // transaction, or when LMDB's map grows), each time in a fresh transaction, so it
+  // must set (not accumulate) whatever it reports to its caller.
+  Status write(Change change);
+  // For tests: transactions committed, and changes waiting for the next one.
+  uint64_t commits() const;
+  size_t waiting() const;
+
+ private:
+  struct Slot;
+  void run_batch(std::vector<std::shared_ptr<Slot>>& batch);
+  lmdb::Env& env_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::shared_ptr<Slot>> pending_;
+  bool running_ = false;
+  uint64_t commits_ = 0;
 };
 
 class MailboxIndex {
@@ -209,6 +242,7 @@ class MailboxIndex {
   maildir::Fsync fsync_ = maildir::Fsync::kYes;
   std::unique_ptr<lmdb::Env> env_;
   std::unique_ptr<Dbs> dbs_;
+  std::unique_ptr<GroupCommit> group_;  // add_delivered: concurrent deliveries share a commit
 };
 
 }  // namespace tern::common::index

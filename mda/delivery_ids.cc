@@ -32,6 +32,7 @@ Result<std::unique_ptr<DeliveryIds>> DeliveryIds::open(const std::string& path, 
     return {};
   });
   if (!s) return s.take_error();
+  d->group_ = std::make_unique<common::index::GroupCommit>(*d->env_);
   return d;
 }
 
@@ -48,7 +49,7 @@ bool DeliveryIds::seen(const std::string& id, const std::string& recipient) {
 
 Status DeliveryIds::record(const std::string& id, const std::vector<std::string>& recipients, int64_t now) {
   const std::string when = std::to_string(now);
-  Status s = lmdb::write(*env_, [&](lmdb::Txn& t) -> Status {
+  Status s = group_->write([&](lmdb::Txn& t) -> Status {
     for (const std::string& r : recipients) {
       if (Status p = t.put(dbi_, delivery_key(id, r), when); !p) return p;
     }

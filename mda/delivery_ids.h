@@ -10,12 +10,14 @@
 // window this closes is a crash of tern-mta, so days are plenty).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "common/lmdb.h"
+#include "common/mailbox_index.h"
 #include "common/result.h"
 
 namespace tern::mda {
@@ -27,6 +29,8 @@ class DeliveryIds {
   // (delivering twice is better than not delivering).
   bool seen(const std::string& id, const std::string& recipient);
   // Records the pairs; an error means the 250 must not go out as "recorded".
+  // Blocking (an fdatasync), so never on the event loop; thread-safe: records made
+  // at the same time share one commit (common::index::GroupCommit).
   common::Status record(const std::string& id, const std::vector<std::string>& recipients, int64_t now);
   // Removes pairs older than keep_s.
   void prune(int64_t now);
@@ -34,9 +38,10 @@ class DeliveryIds {
  private:
   DeliveryIds() = default;
   std::unique_ptr<common::lmdb::Env> env_;
+  std::unique_ptr<common::index::GroupCommit> group_;  // after env_: destroyed first
   MDB_dbi dbi_ = 0;
   int64_t keep_s_ = 0;
-  uint64_t writes_ = 0;
+  std::atomic<uint64_t> writes_{0};
 };
 
 // The LMDB key of a pair: id, NUL, the recipient lower-cased.

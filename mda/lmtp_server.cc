@@ -100,9 +100,24 @@ class LmtpConnection : public LmtpSession::Host, public std::enable_shared_from_
   bool delivered_before(const std::string& id, const std::string& recipient) override {
     return delivery_ids() && server_->ids_->seen(id, recipient);
   }
-  common::Status record_delivered(const std::string& id, const std::vector<std::string>& recipients) override {
-    if (!delivery_ids()) return {};
-    return server_->ids_->record(id, recipients, static_cast<int64_t>(::time(nullptr)));
+  void record_delivered(const std::string& id, const std::vector<std::string>& recipients,
+                        RecordDone done) override {
+    if (!delivery_ids()) {
+      done({});
+      return;
+    }
+    // On the threadpool: DeliveryIds::record blocks on an fdatasync, and records
+    // made at the same time share it.
+    ++server_->active_work_;
+    auto self = shared_from_this();
+    auto status = std::make_shared<common::Status>();
+    DeliveryIds* ids = server_->ids_;
+    server_->loop_.queue_work(
+        [ids, id, recipients, status] { *status = ids->record(id, recipients, static_cast<int64_t>(::time(nullptr))); },
+        [self, status, done = std::move(done)] {
+          done(*status);
+          self->server_->work_done();
+        });
   }
 
   void shutdown() {

@@ -383,27 +383,37 @@ void LmtpSession::end_of_message() {
                         outcomes[i].log.c_str());
       if (outcomes[i].reply.positive()) delivered.push_back(addresses[i]);
     }
+    // The replies, once the delivery id is recorded (or at once without one).
+    auto respond = [weak, again, delivery_id, outcomes = std::move(outcomes)](common::Status recorded) {
+      std::shared_ptr<LmtpSession> me = weak.lock();
+      if (!me) return;
+      if (!recorded) {
+        // A failure here risks only a duplicate should tern-mta crash now, so the
+        // replies stand.
+        common::log::warning("%s: cannot record delivery id %s: %s", me->id_.c_str(), delivery_id.c_str(),
+                             recorded.error().message.c_str());
+      }
+      size_t k = 0;
+      for (size_t i = 0; i < again.size(); ++i) {
+        if (again[i]) {
+          common::log::info("%s: delivery id %s already delivered to %s: not again", me->id_.c_str(),
+                            delivery_id.c_str(), common::log_escape(me->rcpts_[i].address, 200).c_str());
+          me->reply(Reply(250, "2.0.0", "<" + me->rcpts_[i].address + "> Ok: already delivered"));
+        } else {
+          me->reply(outcomes[k++].reply);
+        }
+      }
+      me->reset_transaction();
+      me->busy(false);
+      me->pump();
+    };
     if (!delivery_id.empty() && !delivered.empty()) {
-      // Durable before the 250s go out. A failure here risks only a duplicate
-      // should tern-mta crash now, so the replies stand.
-      if (common::Status st = self->host_->record_delivered(delivery_id, delivered); !st) {
-        common::log::warning("%s: cannot record delivery id %s: %s", self->id_.c_str(), delivery_id.c_str(),
-                             st.error().message.c_str());
-      }
+      // Durable before the 250s go out; recorded off the event loop (an fdatasync),
+      // shared with the other sessions' records of the moment.
+      self->host_->record_delivered(delivery_id, delivered, std::move(respond));
+    } else {
+      respond({});
     }
-    size_t k = 0;
-    for (size_t i = 0; i < again.size(); ++i) {
-      if (again[i]) {
-        common::log::info("%s: delivery id %s already delivered to %s: not again", self->id_.c_str(),
-                          delivery_id.c_str(), common::log_escape(self->rcpts_[i].address, 200).c_str());
-        self->reply(Reply(250, "2.0.0", "<" + self->rcpts_[i].address + "> Ok: already delivered"));
-      } else {
-        self->reply(outcomes[k++].reply);
-      }
-    }
-    self->reset_transaction();
-    self->busy(false);
-    self->pump();
   };
   if (jobs.empty()) {
     finish({});

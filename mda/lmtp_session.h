@@ -82,10 +82,14 @@ class LmtpSession : public std::enable_shared_from_this<LmtpSession> {
       (void)recipient;
       return false;
     }
-    virtual common::Status record_delivered(const std::string& id, const std::vector<std::string>& recipients) {
+    // Records (id, recipient) pairs durably, off the event loop; done runs on the
+    // loop with the outcome.
+    using RecordDone = std::function<void(common::Status)>;
+    virtual void record_delivered(const std::string& id, const std::vector<std::string>& recipients,
+                                  RecordDone done) {
       (void)id;
       (void)recipients;
-      return {};
+      done({});
     }
   };
 

@@ -7,10 +7,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <fstream>
+#include <mutex>
 #include <set>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "common/mailbox_index.h"
 #include "common/maildir.h"
@@ -323,4 +327,173 @@ TEST_CASE("two processes delivering and syncing at once agree", "[mailbox_index]
   auto recs = (*idx)->messages("INBOX");
   CHECK(recs->size() == 2 * kEach);
   check_agrees(**idx, root);
+}
+
+// --- group commit (shared by add_delivered and tern-mda's delivery ids) ---------
+
+namespace {
+
+// An LMDB environment with one unnamed database, for GroupCommit on its own.
+struct GroupEnv {
+  TempDir dir;
+  std::unique_ptr<lmdb::Env> env;
+  MDB_dbi dbi = 0;
+  GroupEnv() {
+    lmdb::Env::Options o;
+    o.flags = MDB_NOSUBDIR | MDB_NOTLS;
+    Result<std::unique_ptr<lmdb::Env>> e = lmdb::Env::open(dir.path + "/group.lmdb", o);
+    REQUIRE(e.ok());
+    env = std::move(e).value();
+    REQUIRE(lmdb::write(*env, [&](lmdb::Txn& t) -> Status {
+              Result<MDB_dbi> db = t.open_db(nullptr, false);
+              if (!db) return db.take_error();
+              dbi = *db;
+              return {};
+            }).ok());
+  }
+  bool has(const std::string& key) {
+    bool found = false;
+    REQUIRE(lmdb::read(*env, [&](lmdb::Txn& t) -> Status {
+              found = t.get(dbi, key).ok();
+              return {};
+            }).ok());
+    return found;
+  }
+};
+
+// Waits (bounded) until the flag is set.
+bool wait_flag(const std::atomic<bool>& f) {
+  for (int i = 0; i < 20000 && !f; ++i) ::usleep(500);
+  return f;
+}
+
+// Waits (bounded) until `n` changes are queued behind the running commit.
+bool wait_waiting(const GroupCommit& g, size_t n) {
+  for (int i = 0; i < 20000; ++i) {
+    if (g.waiting() == n) return true;
+    ::usleep(500);
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("group commit: writers that arrive during a commit share the next one", "[mailbox_index][group]") {
+  GroupEnv ge;
+  GroupCommit g(*ge.env);
+  constexpr int kWriters = 6;
+  std::atomic<bool> release{false}, inside{false};
+  std::vector<std::thread> threads;
+  std::vector<Status> results(kWriters);
+  // The first writer commits alone and holds its transaction open until the others
+  // are all queued: they must then go in one transaction together.
+  threads.emplace_back([&] {
+    results[0] = g.write([&](lmdb::Txn& t) -> Status {
+      inside = true;
+      while (!release) ::usleep(200);
+      return t.put(ge.dbi, "k0", "v");
+    });
+  });
+  bool ordered = wait_flag(inside);
+  for (int i = 1; i < kWriters; ++i) {
+    threads.emplace_back([&, i] {
+      results[i] = g.write([&, i](lmdb::Txn& t) -> Status { return t.put(ge.dbi, "k" + std::to_string(i), "v"); });
+    });
+  }
+  // The first one is committing (it took its own slot), the others wait.
+  bool queued = ordered && wait_waiting(g, kWriters - 1);
+  release = true;
+  for (auto& t : threads) t.join();
+  REQUIRE(queued);
+  for (int i = 0; i < kWriters; ++i) {
+    CHECK(results[i].ok());
+    CHECK(ge.has("k" + std::to_string(i)));
+  }
+  CHECK(g.commits() == 2);
+}
+
+TEST_CASE("group commit: one writer's failure is not the others'", "[mailbox_index][group]") {
+  GroupEnv ge;
+  GroupCommit g(*ge.env);
+  std::atomic<bool> release{false}, inside{false};
+  std::vector<std::thread> threads;
+  Status first, good1, bad, good2;
+  threads.emplace_back([&] {
+    first = g.write([&](lmdb::Txn& t) -> Status {
+      inside = true;
+      while (!release) ::usleep(200);
+      return t.put(ge.dbi, "first", "v");
+    });
+  });
+  bool queued = wait_flag(inside);
+  threads.emplace_back([&] { good1 = g.write([&](lmdb::Txn& t) { return t.put(ge.dbi, "good1", "v"); }); });
+  queued = queued && wait_waiting(g, 1);
+  threads.emplace_back([&] {
+    bad = g.write([&](lmdb::Txn& t) -> Status {
+      // Writes, then fails: its write must not survive.
+      if (Status s = t.put(ge.dbi, "bad", "v"); !s) return s;
+      return make_error(ErrorKind::kPerm, "this change fails");
+    });
+  });
+  queued = queued && wait_waiting(g, 2);
+  threads.emplace_back([&] { good2 = g.write([&](lmdb::Txn& t) { return t.put(ge.dbi, "good2", "v"); }); });
+  queued = queued && wait_waiting(g, 3);
+  release = true;
+  for (auto& t : threads) t.join();
+  REQUIRE(queued);
+  CHECK(first.ok());
+  CHECK(good1.ok());
+  CHECK(good2.ok());
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.error().message == "this change fails");
+  CHECK(ge.has("first"));
+  CHECK(ge.has("good1"));
+  CHECK(ge.has("good2"));
+  CHECK_FALSE(ge.has("bad"));
+}
+
+TEST_CASE("add_delivered from many threads: every message gets its own UID", "[mailbox_index][group]") {
+  TempDir d;
+  const std::string root = d.path + "/Maildir";
+  REQUIRE(maildir::create_root(root).ok());
+  Result<std::shared_ptr<MailboxIndex>> idx = MailboxIndex::open(root);
+  REQUIRE(idx.ok());
+  constexpr int kThreads = 4, kEach = 25;
+  std::vector<std::thread> threads;
+  std::mutex mu;
+  std::set<uint32_t> uids;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        Result<maildir::Delivery> dl = maildir::Delivery::begin(root);
+        if (!dl || !dl->write("Subject: " + std::to_string(t) + "/" + std::to_string(i) + "\n\nbody\n")) {
+          ++failures;
+          continue;
+        }
+        Result<std::string> name = dl->commit(maildir::Fsync::kYes, nullptr);
+        if (!name) {
+          ++failures;
+          continue;
+        }
+        Result<uint32_t> uid = (*idx)->add_delivered("INBOX", *name, true, dl->size(), dl->vsize(), 1700000000);
+        if (!uid) {
+          ++failures;
+          continue;
+        }
+        std::lock_guard<std::mutex> lk(mu);
+        uids.insert(*uid);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(failures == 0);
+  // Distinct UIDs 1..N, and the index agrees.
+  REQUIRE(uids.size() == kThreads * kEach);
+  CHECK(*uids.begin() == 1);
+  CHECK(*uids.rbegin() == kThreads * kEach);
+  Result<MailboxStatus> st = (*idx)->status("INBOX");
+  REQUIRE(st.ok());
+  CHECK(st->messages == kThreads * kEach);
+  CHECK(st->uid_next == kThreads * kEach + 1);
 }

@@ -31,9 +31,9 @@ struct FakeHost : LmtpSession::Host {
 
   bool delivery_ids() const override { return ids; }
   bool delivered_before(const std::string& id, const std::string& r) override { return recorded.count({id, r}) > 0; }
-  common::Status record_delivered(const std::string& id, const std::vector<std::string>& rs) override {
+  void record_delivered(const std::string& id, const std::vector<std::string>& rs, RecordDone done) override {
     for (const std::string& r : rs) recorded.insert({id, r});
-    return {};
+    done({});
   }
 
   void write(std::string_view b) override { out += b; }
