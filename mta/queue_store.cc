@@ -305,8 +305,8 @@ Result<std::unique_ptr<QueueStore>> QueueStore::open_read_only(const std::string
 
 QueueStore::~QueueStore() {
   *alive_ = false;
-  // In-flight work keeps core_ alive through its own reference; its callbacks see
-  // alive_ == false and do nothing.
+  // In-flight work keeps core_ and its ops alive through its own references; its
+  // callbacks see alive_ == false and do nothing.
 }
 
 std::unique_ptr<BodyWriter> QueueStore::new_body() {
@@ -437,10 +437,10 @@ void QueueStore::kick() {
   force_next_ = false;
   if (lazy_timer_) lazy_timer_->stop();
   committing_ = true;
-  in_flight_ = std::move(queued_);
+  in_flight_ = std::make_shared<std::vector<std::unique_ptr<Op>>>(std::move(queued_));
   queued_.clear();
   auto core = core_;
-  auto* ops = &in_flight_;
+  auto ops = in_flight_;
   std::weak_ptr<bool> alive = alive_;
   loop_->queue_work(
       [core, ops] {
@@ -486,10 +486,10 @@ void QueueStore::kick() {
           }
         }
       },
-      [this, alive] {
+      [this, alive, ops] {
         if (alive.expired() || !*alive.lock()) return;
-        std::vector<std::unique_ptr<Op>> done = std::move(in_flight_);
-        in_flight_.clear();
+        std::vector<std::unique_ptr<Op>> done = std::move(*ops);
+        in_flight_.reset();
         committing_ = false;
         ++commits_;
         // Start the next group before running callbacks, which may queue more.

@@ -154,7 +154,7 @@ class QueueStore {
   common::Status for_each(const std::function<void(const Envelope&)>& fn);
 
   // Operations queued or in flight (for tests and graceful stop).
-  size_t pending_ops() const { return queued_.size() + in_flight_.size(); }
+  size_t pending_ops() const { return queued_.size() + (in_flight_ ? in_flight_->size() : 0); }
   uint64_t commits() const { return commits_; }
 
   struct Op;  // one queued operation (defined in queue_store.cc)
@@ -168,7 +168,9 @@ class QueueStore {
   Options opt_;
   std::shared_ptr<Core> core_;
   std::vector<std::unique_ptr<Op>> queued_;
-  std::vector<std::unique_ptr<Op>> in_flight_;
+  // The group being committed on the threadpool; the work holds its own reference,
+  // so destroying the store meanwhile does not pull the ops from under it.
+  std::shared_ptr<std::vector<std::unique_ptr<Op>>> in_flight_;
   bool committing_ = false;
   bool force_next_ = false;                       // the lazy timer fired: commit what is queued
   std::unique_ptr<common::ev::Timer> lazy_timer_;

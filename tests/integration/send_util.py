@@ -39,7 +39,7 @@ import threading
 import pytest
 
 from mta_util import add_user, mta_settings, prepare_mail_dir
-from tern_harness import Tern, is_root, wait_for
+from tern_harness import Tern, is_root, proc_status, wait_for
 
 CLONE_NEWNET = 0x40000000
 _in_netns = False
@@ -402,5 +402,9 @@ def reconfigure(t, **settings):
     t.reload()
     wait_for(lambda: (lambda st: st and st["mta"]["pid"] not in (0, old) and st["mta"]["state"] == "running")(t.status()),
              20, what="tern-mta restarted on the new configuration")
+    # The old tern-mta shares the listening sockets until it has exited: a flush it
+    # accepted while stopping would be lost with it.
+    wait_for(lambda: not os.path.exists(f"/proc/{old}") or proc_status(old).get("State", "").startswith("Z"), 20,
+             what=f"the old tern-mta (pid {old}) to exit")
     # Its local socket answers once it runs; queue commands may go now.
     wait_for(lambda: t.ternctl("queue", "flush", "ALL", check=False).returncode == 0, 20, what="tern-mta answering")
