@@ -120,7 +120,7 @@ void AuthCore::userdb_lookup(const std::string& name, std::function<void(common:
     auto reply = std::make_shared<WorkerReply>();
     WorkerClient* w = worker_;
     std::string n = *user;
-    loop_.queue_work([w, n, reply] { *reply = w->passwd(n); },
+    queue_work([w, n, reply] { *reply = w->passwd(n); },
                      [this, reply, cb = std::move(cb)] {
                        if (reply->status == WorkerReply::Status::kOk) {
                          if (!uid_allowed(reply->uid)) {
@@ -287,6 +287,25 @@ void AuthCore::expire_remembered() {
     auto it = remembered_.find(expiry_.front().second);
     if (it != remembered_.end() && it->second.second == expiry_.front().first) remembered_.erase(it);
     expiry_.pop_front();
+  }
+}
+
+void AuthCore::queue_work(std::function<void()> work, std::function<void()> done) {
+  ++work_in_flight_;
+  loop_.queue_work(std::move(work), [this, done = std::move(done)] {
+    done();
+    if (--work_in_flight_ == 0) {
+      for (auto& f : idle_waiters_) loop_.post(std::move(f));
+      idle_waiters_.clear();
+    }
+  });
+}
+
+void AuthCore::when_idle(std::function<void()> fn) {
+  if (work_in_flight_ == 0) {
+    loop_.post(std::move(fn));
+  } else {
+    idle_waiters_.push_back(std::move(fn));
   }
 }
 

@@ -114,6 +114,12 @@ class AuthCore {
   std::optional<std::string> take_success(const std::string& cookie, uint32_t cpid,
                                           common::auth_protocol::RequestId id);
 
+  // Runs `work` on the threadpool and then `done` on the loop, counted, so that a stop
+  // can wait until no thread still uses this core, the worker or a request.
+  void queue_work(std::function<void()> work, std::function<void()> done);
+  // Posts `fn` to the loop once no queued work is outstanding.
+  void when_idle(std::function<void()> fn);
+
  private:
   struct Key {
     std::string cookie;
@@ -133,6 +139,8 @@ class AuthCore {
   PenaltyTable penalty_;
   std::map<Key, std::pair<std::string, uint64_t>> remembered_;  // -> user, expiry (ms)
   std::deque<std::pair<uint64_t, Key>> expiry_;                 // oldest first
+  size_t work_in_flight_ = 0;
+  std::vector<std::function<void()>> idle_waiters_;
 };
 
 }  // namespace tern::authd

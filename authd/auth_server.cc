@@ -267,7 +267,7 @@ class AuthServer::Conn : public std::enable_shared_from_this<Conn> {
         return;
       }
       auto result = std::make_shared<SaslRequest::Step>();
-      core->loop().queue_work(
+      core->queue_work(
           [core, r, first, data_p, result] {
             if (first) {
               SaslRequest::Params p{r->cmd.service, r->cmd.lip, r->cmd.rip, r->cmd.lport, r->cmd.rport, r->cmd.final_resp_ok};

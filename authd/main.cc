@@ -76,7 +76,8 @@ int main(int argc, char** argv) {
       // any of its callbacks): the loop closes after daemon_main returns.
       userdb_server->stop();
       auth_server->stop();
-      ctx.loop->post([&] {
+      // Threadpool work in progress still uses the core and the worker.
+      core->when_idle([&] {
         auth_server.reset();
         userdb_server.reset();
         core.reset();
