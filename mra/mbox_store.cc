@@ -470,12 +470,14 @@ Status mbox_rewrite(int fd, const std::string& path, const std::string& journal,
   if (Status s = write_all_at(fd, std::string_view(new_data).substr(from), from, path); !s) return s;
   if (crash(3)) return make_error(ErrorKind::kTemp, "simulated crash");
   if (Status s = sync_fd(fd, path, fsync); !s) return s;
-  // 4. Shrinking: the tail goes, then the phase says the rewrite is complete.
-  if (new_len < old_len) {
-    if (::ftruncate(fd, static_cast<off_t>(new_len)) < 0) return common::errno_error("ftruncate " + path, errno);
-    if (Status s = sync_fd(fd, path, fsync); !s) return s;
-    if (crash(4)) return make_error(ErrorKind::kTemp, "simulated crash");
+  // 4. Not growing: the phase says the new bytes are complete, then the tail goes.
+  if (new_len <= old_len) {
     if (Status s = set_phase(journal, fsync); !s) return s;
+    if (crash(4)) return make_error(ErrorKind::kTemp, "simulated crash");
+    if (new_len < old_len && ::ftruncate(fd, static_cast<off_t>(new_len)) < 0) {
+      return common::errno_error("ftruncate " + path, errno);
+    }
+    if (Status s = sync_fd(fd, path, fsync); !s) return s;
   }
   if (crash(5)) return make_error(ErrorKind::kTemp, "simulated crash");
   ::unlink(journal.c_str());
@@ -506,12 +508,19 @@ Status mbox_recover(int fd, const std::string& path, const std::string& journal,
   }
   Result<std::string> cur = read_fd(fd, path);
   if (!cur) return cur.take_error();
-  if (new_len <= old_len && phase1) {  // the rewrite was complete
+  // Where the file ended at the crash: what comes after it was appended since.
+  uint64_t crash_end = old_len;
+  if (new_len <= old_len && phase1) {
+    // The new bytes are complete; the old tail after them may still be there (the
+    // crash came before the ftruncate), followed by what was appended since.
+    std::string_view stale = old_tail.substr(new_len - from);
+    const bool truncated = !(cur->size() >= old_len && std::string_view(*cur).substr(new_len, old_len - new_len) == stale);
+    std::string done = cur->substr(0, new_len);
+    done.append(*cur, truncated ? new_len : old_len, std::string::npos);
+    if (Status s = mbox_rewrite(fd, path, journal + ".r", *cur, done, new_len, fsync); !s) return s;
     ::unlink(journal.c_str());
     return {};
   }
-  // Where the file ended at the crash: what comes after it was appended since.
-  uint64_t crash_end = old_len;
   if (new_len > old_len) {
     if (phase1) {
       crash_end = new_len;

@@ -34,7 +34,8 @@
 // waiting on the old file's lock would be lost). Crash safety is a journal in
 // <root>/.tern-mbox/: before the first byte of the mbox changes, the journal holds the
 // old bytes from the first changed offset to the end, the old and the new length and
-// a phase byte, fsynced; the phase is set once the file has its new length. A journal
+// a phase byte, fsynced; the phase is set once the file has its new length (growing) or
+// once the new bytes are complete, before the ftruncate (shrinking). A journal
 // found when the mailbox is next locked means a rewrite was interrupted: the old tail
 // is put back (head + journal + whatever tern-mda appended after the crash), by a
 // rewrite journaled the same way (journal name + ".r"), so a crash during recovery is
