@@ -387,7 +387,11 @@ std::string render(const std::string& data, const MboxMessage& m, uint32_t base_
     if (out.back() != '\n') out += '\n';
     p = e;
   }
-  if (base_next) out += "X-IMAPbase: " + std::to_string(base_validity) + " " + std::to_string(base_next) + "\n";
+  if (base_next) {
+    char b[64];
+    std::snprintf(b, sizeof b, "X-IMAPbase: %u %010u\n", base_validity, base_next);
+    out += b;
+  }
   out += "X-UID: " + std::to_string(m.uid) + "\n";
   std::string st = flag_letters_status(m), xs = flag_letters_xstatus(m), kw;
   for (const std::string& f : m.flags) {
@@ -669,8 +673,6 @@ Status MboxStore::update(MboxState& st, bool claim, std::vector<uint32_t>* claim
     if (i > 0 && m.has_base) dirty[i] = true;  // only the first message carries it
   }
   if (!msgs.empty() && (fresh_validity || !msgs[0].has_base)) dirty[0] = true;
-  const uint32_t max_before = msgs.empty() ? 0 : msgs.back().uid;
-  (void)max_before;
 
   // The caller's change.
   Edit e;
@@ -699,10 +701,11 @@ Status MboxStore::update(MboxState& st, bool claim, std::vector<uint32_t>* claim
   for (size_t i = 0; i < msgs.size(); ++i) {
     if (msgs[i].uid) kept.push_back(i);
   }
-  uint32_t derived = std::max<uint32_t>(stored_next, 1);
-  for (size_t i : kept) derived = std::max(derived, msgs[i].uid + 1);
-  for (const auto& a : e.appended) derived = std::max(derived, a.first.uid + 1);
-  if (derived < next || (!kept.empty() && kept[0] != 0) || (kept.empty() && !e.appended.empty() && removed_any)) {
+  // Dovecot takes an X-UID at or above X-IMAPbase's uidnext for a broken one and
+  // renumbers: uidnext is rewritten with every new UID (zero-padded to 10 digits as
+  // Dovecot writes it, so it keeps its length and only those bytes change).
+  if (stored_next != next || fresh_validity || (!kept.empty() && kept[0] != 0) ||
+      (kept.empty() && !e.appended.empty() && removed_any)) {
     first = 0;
   }
   (void)removed_any;
@@ -730,6 +733,8 @@ Status MboxStore::update(MboxState& st, bool claim, std::vector<uint32_t>* claim
       out += mboxfmt::render(bytes, one[0], validity, first_written ? 0 : next);
       first_written = true;
     }
+    // Only what differs is written: the first differing byte on.
+    while (from < data->size() && from < out.size() && (*data)[from] == out[from]) ++from;
     if (Status s = mbox_rewrite(lock->fd(), st.path, journal, *data, out, from, settings_.fsync); !s) return s;
     if (::fstat(lock->fd(), &sb) < 0) return common::errno_error("fstat " + st.path, errno);
     msgs = mboxfmt::parse(out);

@@ -9,9 +9,11 @@
 //   - UIDs live in the file, as Dovecot keeps them: "X-IMAPbase: <uidvalidity>
 //     <uidnext>" in the first message, "X-UID: <uid>" in each. A message without a
 //     valid X-UID (a fresh delivery, a message mutt wrote), or with one not above its
-//     predecessor's, gets the next UID; X-IMAPbase is only a lower bound for uidnext
-//     (the real one is max(it, highest X-UID + 1)) and is rewritten when an expunge
-//     removes the highest UID, so UIDs are never reused. This survives worker
+//     predecessor's, gets the next UID. X-IMAPbase's uidnext is kept above every
+//     X-UID (Dovecot renumbers an X-UID at or above it as broken), rewritten with
+//     each new UID, zero-padded to 10 digits as Dovecot writes it so that only those
+//     bytes change; reading, we take max(it, highest X-UID + 1), so a stale one from
+//     another program cannot make us reuse a UID. This survives worker
 //     restarts and other programs, unlike an index keyed by offsets. (An mbox emptied
 //     entirely loses its X-IMAPbase; the worker remembers it while it runs, otherwise
 //     the next message starts a new UIDVALIDITY, which IMAP allows.)

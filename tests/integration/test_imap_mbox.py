@@ -4,6 +4,7 @@ file stays what mutt and Dovecot read (From_ lines, >From quoting, X-UID/X-IMAPb
 Status/X-Status flags)."""
 import os
 import re
+import shutil
 import threading
 import time
 
@@ -291,3 +292,41 @@ def test_interrupted_rewrite_is_recovered_from_the_journal(mra):
     assert [s for _, s in subjects(c)] == ["keep1", "keep2", "after crash"]
     c.logout()
     assert not os.path.exists(os.path.join(jdir, jname))
+
+
+@pytest.mark.skipif(not shutil.which("doveadm"), reason="needs Dovecot's doveadm (scripts/setup installs dovecot-core)")
+def test_dovecot_reads_the_same_uids_and_flags_and_we_read_its_changes(mra):
+    from mda_interop_helpers import Dovecot
+    for s in ("one", "two", "three"):
+        deliver(mra, MUSER, s)
+    c = imap(mra, user=MUSER)
+    c.select("INBOX")
+    c.store("1", "+FLAGS", r"(\Seen)")
+    c.store("3", "+FLAGS", r"(\Flagged \Deleted)")
+    c.expunge()
+    c.logout()
+    dv = Dovecot(mra.dir, mra.socket_path("auth-userdb"))
+    rows = dv.fetch(MUSER)
+    assert [(u, s) for u, _, s in rows] == [(1, "one"), (2, "two")], rows
+    assert "\\Seen" in rows[0][1] and "\\Seen" not in rows[1][1]
+    # Dovecot changes the file (under the same locks); our sessions see it, same UIDs.
+    dv.doveadm("flags", "add", "-u", MUSER, "\\Answered", "mailbox", "INBOX", "header", "Subject", "two")
+    deliver(mra, MUSER, "four")
+    c = imap(mra, user=MUSER)
+    c.select("INBOX")
+    got = subjects(c)
+    # UIDs 1 and 2 kept; the expunged 3 is not reused (Dovecot's X-IMAPbase may have
+    # moved uidnext further on, which IMAP allows).
+    assert got[:2] == [(1, "one"), (2, "two")] and got[2][1] == "four" and got[2][0] > 3, got
+    typ, data = c.fetch("2", "(FLAGS)")
+    assert b"\\Answered" in data[0], data
+    c.logout()
+    # Dovecot's own index already counted past 4 (its uidnext is its own), so it
+    # renumbers the new message in the file, as it does for any other writer; a new
+    # session of ours reads its X-UID, and both agree again.
+    dv_rows = [(u, s) for u, _, s in dv.fetch(MUSER)]
+    assert dv_rows[:2] == got[:2] and [s for _, s in dv_rows] == ["one", "two", "four"]
+    c = imap(mra, user=MUSER)
+    c.select("INBOX")
+    assert subjects(c) == dv_rows
+    c.logout()

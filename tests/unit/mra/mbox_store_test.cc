@@ -125,7 +125,7 @@ TEST_CASE("mboxfmt parses messages, hides our headers and unquotes >From") {
   CHECK(mboxfmt::render(data, m[1], 0, 0) ==
         "From MAILER-DAEMON Thu Nov 27 20:54:22 2026\nSubject: two\nX-UID: 9\nStatus: RO\nX-Status: T\n"
         "X-Keywords: kw\n\nbody\n\n");
-  CHECK(mboxfmt::render(data, m[0], 1700000000, 8).find("X-IMAPbase: 1700000000 8\nX-UID: 5\n") != std::string::npos);
+  CHECK(mboxfmt::render(data, m[0], 1700000000, 8).find("X-IMAPbase: 1700000000 0000000008\nX-UID: 5\n") != std::string::npos);
 }
 
 TEST_CASE("mboxfmt: bad and odd input") {
@@ -169,7 +169,7 @@ TEST_CASE("MboxStore: UIDs are written to the file and survive a new store") {
     CHECK(*r == "Subject: a\n\nFrom x\n");
   }
   const std::string f = slurp(t.inbox);
-  CHECK(f.find("X-IMAPbase: " + std::to_string(validity) + " 3\nX-UID: 1\nStatus: O\n") != std::string::npos);
+  CHECK(f.find("X-IMAPbase: " + std::to_string(validity) + " 0000000003\nX-UID: 1\nStatus: O\n") != std::string::npos);
   CHECK(f.find("X-UID: 2\n") != std::string::npos);
   CHECK(f.find("\n>From x\n") != std::string::npos);
   deliver(t.inbox, "Subject: c\n\nc\n");
@@ -385,3 +385,4 @@ TEST_CASE("MboxStore: one POP3 session per maildrop") {
   p1->reset();
   CHECK(s->open("INBOX", OpenMode::kPop3));
 }
+
