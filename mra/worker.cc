@@ -24,6 +24,7 @@
 #include "mra/handoff.h"
 #include "mra/imap_session.h"
 #include "mra/maildir_store.h"
+#include "mra/mbox_store.h"
 #include "mra/pop3_session.h"
 
 namespace tern::mra {
@@ -67,7 +68,19 @@ class Watcher {
 
   void add(const std::string& dir, uint64_t session) {
     Dir& d = dirs_[dir];
-    if (d.sessions.empty() && fd_) {
+    struct stat st;
+    if (d.sessions.empty() && fd_ && ::lstat(dir.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+      // An mbox file: a delivery appends (IN_MODIFY), a rewrite writes and truncates.
+      const uint32_t mask = IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF;
+      d.wd_new = d.wd_cur = ::inotify_add_watch(fd_.get(), dir.c_str(), mask | IN_DONT_FOLLOW);
+      if (d.wd_new < 0) {
+        common::log::warning("inotify_add_watch %s: %s; checking it every %llu ms instead", dir.c_str(),
+                             std::strerror(errno), static_cast<unsigned long long>(kPollMs));
+      } else {
+        by_wd_[d.wd_new] = dir;
+        ScanTracker::global().watch(dir);
+      }
+    } else if (d.sessions.empty() && fd_) {
       const uint32_t mask = IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_ONLYDIR;
       d.wd_new = ::inotify_add_watch(fd_.get(), (dir + "/new").c_str(), mask);
       d.wd_cur = ::inotify_add_watch(fd_.get(), (dir + "/cur").c_str(), mask);
@@ -89,7 +102,7 @@ class Watcher {
     it->second.sessions.erase(session);
     if (!it->second.sessions.empty()) return;
     for (int wd : {it->second.wd_new, it->second.wd_cur}) {
-      if (wd < 0) continue;
+      if (wd < 0 || !by_wd_.count(wd)) continue;  // an mbox file has one watch for both
       ::inotify_rm_watch(fd_.get(), wd);
       by_wd_.erase(wd);
     }
@@ -212,7 +225,7 @@ class WatchedMailbox : public Mailbox {
 
 class WatchingStore : public MailStore {
  public:
-  WatchingStore(std::shared_ptr<MaildirStore> store, Watcher& w, uint64_t session)
+  WatchingStore(std::shared_ptr<MailStore> store, Watcher& w, uint64_t session)
       : store_(std::move(store)), w_(w), session_(session) {}
   Result<std::vector<MailboxInfo>> list() override { return store_->list(); }
   Status create(const std::string& name) override { return store_->create(name); }
@@ -222,7 +235,10 @@ class WatchingStore : public MailStore {
   Result<std::unique_ptr<Mailbox>> open(const std::string& name, OpenMode mode) override {
     Result<std::unique_ptr<Mailbox>> mb = store_->open(name, mode);
     if (!mb) return mb;
-    Result<std::string> dir = store_->dir_of(name);
+    // What to watch: a Maildir's directory, an mbox's file.
+    Result<std::string> dir = make_error(ErrorKind::kNotFound, "no store");
+    if (auto* md = dynamic_cast<MaildirStore*>(store_.get())) dir = md->dir_of(name);
+    if (auto* mb = dynamic_cast<MboxStore*>(store_.get())) dir = mb->path_of(name);
     if (!dir) return dir.take_error();
     return std::unique_ptr<Mailbox>(new WatchedMailbox(std::move(mb).value(), w_, *dir, session_));
   }
@@ -234,7 +250,7 @@ class WatchingStore : public MailStore {
   Result<QuotaInfo> quota() override { return store_->quota(); }
 
  private:
-  std::shared_ptr<MaildirStore> store_;
+  std::shared_ptr<MailStore> store_;
   Watcher& w_;
   uint64_t session_;
 };
@@ -280,7 +296,7 @@ class Worker {
     uint64_t id = 0;
     std::string user;
     std::string proto;
-    std::shared_ptr<MaildirStore> store;
+    std::shared_ptr<MailStore> store;
     std::unique_ptr<WatchingStore> wstore;
     std::unique_ptr<imap::ImapSession> imap;
     std::unique_ptr<pop3::Pop3Session> pop3;
@@ -308,7 +324,7 @@ class Worker {
     start(*p, std::move(got->second));
   }
 
-  Result<std::shared_ptr<MaildirStore>> store_for(const handoff::Packet& p) {
+  Result<std::shared_ptr<MailStore>> store_for(const handoff::Packet& p) {
     const std::string user = p.get("user");
     auto it = stores_.find(user);
     if (it != stores_.end()) {
@@ -324,11 +340,7 @@ class Worker {
     mu.quota_rule = p.get("quota_rule");
     Result<mda::Location> loc = mda::parse_location(mu.mail.empty() ? cfg_.str("mail_location") : mu.mail, mu);
     if (!loc) return loc.take_error();
-    if (loc->mbox) {
-      return common::make_error(ErrorKind::kConfig, "user " + user + ": mail_location " +
-                                                        (mu.mail.empty() ? cfg_.str("mail_location") : mu.mail) +
-                                                        " is mbox, which tern-mra does not serve yet (use maildir:)");
-    }
+    if (loc->mbox) return mbox_store_for(user, mu, *loc);
     if (!mu.home.empty()) {
       if (Status s = mkdir_p(mu.home); !s) return s.take_error();
       // A Maildir that leaves the home through a symlink is refused (as tern-mda does).
@@ -344,7 +356,33 @@ class Worker {
     ss.quota_messages = q->messages;
     Result<std::unique_ptr<MaildirStore>> st = MaildirStore::open(ss);
     if (!st) return st.take_error();
-    std::shared_ptr<MaildirStore> shared(std::move(st).value());
+    std::shared_ptr<MailStore> shared(std::move(st).value());
+    stores_[user] = shared;
+    return shared;
+  }
+
+  // mail_location = mbox:<root>:INBOX=<file> (tern-mda's parse; the same locks).
+  Result<std::shared_ptr<MailStore>> mbox_store_for(const std::string& user, const mda::MailUser& mu,
+                                                    const mda::Location& loc) {
+    if (!mu.home.empty()) {
+      if (Status s = mkdir_p(mu.home); !s) return s.take_error();
+      if (loc.root.rfind(mu.home + "/", 0) == 0) {
+        if (Status c = common::maildir::check_within(mu.home, loc.root); !c) return c.take_error();
+      }
+    }
+    if (Status s = mkdir_p(loc.root); !s) return s.take_error();
+    Result<mda::Quota> q = mda::parse_quota_rule(mu.quota_rule.empty() ? cfg_.str("quota_rule") : mu.quota_rule);
+    if (!q) return q.take_error();
+    const mda::Settings ds = mda::Settings::from_config(cfg_);
+    MboxSettings ms;
+    ms.root = loc.root;
+    ms.inbox = loc.inbox;
+    ms.locks = ds.locks;
+    ms.fsync = ds.fsync;
+    ms.quota_bytes = q->bytes;
+    Result<std::unique_ptr<MboxStore>> st = MboxStore::open(ms);
+    if (!st) return st.take_error();
+    std::shared_ptr<MailStore> shared(std::move(st).value());
     stores_[user] = shared;
     return shared;
   }
@@ -388,7 +426,7 @@ class Worker {
     };
     s->conn->start(std::move(cb));
 
-    Result<std::shared_ptr<MaildirStore>> store = store_for(p);
+    Result<std::shared_ptr<MailStore>> store = store_for(p);
     if (!store) {
       log.error("%s: cannot open the mail store: %s", common::log_escape(s->user).c_str(),
                 store.error().message.c_str());
@@ -506,7 +544,7 @@ class Worker {
   std::unique_ptr<common::ev::FdWatch> ctl_watch_;
   Watcher watcher_;
   std::map<uint64_t, std::shared_ptr<Session>> sessions_;
-  std::map<std::string, std::weak_ptr<MaildirStore>> stores_;
+  std::map<std::string, std::weak_ptr<MailStore>> stores_;
 };
 
 }  // namespace
