@@ -166,8 +166,8 @@ class Mailbox {
 
   // Optional cache of derived data (rendered ENVELOPE, BODYSTRUCTURE) keyed by UID
   // and a field name; the index keeps it so FETCH need not re-read and re-parse.
-  virtual std::optional<std::string> cache_get(uint32_t uid, std::string_view field) { return std::nullopt; }
-  virtual void cache_put(uint32_t uid, std::string_view field, std::string_view value) {}
+  virtual std::optional<std::string> cache_get(uint32_t /*uid*/, std::string_view /*field*/) { return std::nullopt; }
+  virtual void cache_put(uint32_t /*uid*/, std::string_view /*field*/, std::string_view /*value*/) {}
 };
 
 // One user's mail.
