@@ -505,8 +505,11 @@ class Worker {
   }
 
   void ended(const std::shared_ptr<Session>& s, common::net::CloseReason why, const std::string& detail) {
-    common::log::Channel(s->imap ? "imap" : "pop3")
-        .info("%s(%s): %s%s in=%llu out=%llu", s->imap ? "imap" : "pop3", common::log_escape(s->user).c_str(),
+    // By the protocol the login process named: a session whose store failed to open
+    // has neither core.
+    const char* proto = s->proto == "imap" ? "imap" : "pop3";
+    common::log::Channel(proto)
+        .info("%s(%s): %s%s in=%llu out=%llu", proto, common::log_escape(s->user).c_str(),
               why == common::net::CloseReason::kLocal ? s->end.c_str() : "Disconnected: ",
               why == common::net::CloseReason::kLocal ? ""
               : detail.empty()                        ? common::net::close_reason_name(why)

@@ -616,3 +616,20 @@ def try_login(t):
         return True
     except Exception:
         return False
+
+
+def test_a_store_that_cannot_open_is_an_internal_error_for_that_session_only(mra):
+    # A home below a regular file can never be created: the worker says so in the log
+    # under the session's protocol, the client gets Dovecot's UNAVAILABLE, and the
+    # other users' sessions on the same worker go on.
+    add_user(mra, "broken@example.test", "--home", "/dev/null/broken", "--mail", "maildir:/dev/null/broken/Maildir",
+             password=PW)
+    ok = imap(mra)
+    with pytest.raises(imaplib_error()) as e:
+        imap(mra, user="broken@example.test")
+    assert "UNAVAILABLE" in str(e.value)
+    log = mra.wait_log("imap(broken@example.test): Disconnected: Internal error")
+    assert re.search(r"imap\[\d+\]: error: broken@example\.test: cannot open the mail store: .*/dev/null", log), log
+    assert "pop3(broken@example.test)" not in log
+    assert ok.noop()[0] == "OK"
+    ok.logout()
