@@ -23,8 +23,8 @@ constexpr size_t kMaxListUsers = 1000000;
 
 class UserdbServer::Conn : public std::enable_shared_from_this<Conn> {
  public:
-  Conn(UserdbServer& server, std::shared_ptr<common::net::Connection> c, uint64_t id)
-      : server_(server), conn_(std::move(c)), id_(id), reader_(ap::kMaxLineLength) {}
+  Conn(UserdbServer& server, std::shared_ptr<common::net::Connection> c)
+      : server_(server), conn_(std::move(c)), reader_(ap::kMaxLineLength) {}
 
   void start() {
     std::weak_ptr<Conn> weak = shared_from_this();
@@ -191,7 +191,6 @@ class UserdbServer::Conn : public std::enable_shared_from_this<Conn> {
 
   UserdbServer& server_;
   std::shared_ptr<common::net::Connection> conn_;
-  uint64_t id_;
   common::LineReader reader_;
   bool got_version_ = false;
   size_t in_flight_ = 0;
@@ -221,7 +220,7 @@ void UserdbServer::accept(common::UniqueFd fd) {
   common::net::Connection::Options o;
   o.idle_timeout_ms = kIdleTimeoutMs;
   auto c = common::net::Connection::adopt(core_.loop(), std::move(fd), o);
-  auto conn = std::make_shared<Conn>(*this, c, next_id_++);
+  auto conn = std::make_shared<Conn>(*this, c);
   conns_[conn.get()] = conn;
   conn->start();
 }

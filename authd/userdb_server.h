@@ -36,7 +36,6 @@ class UserdbServer {
   AuthCore& core_;
   std::vector<std::unique_ptr<common::net::Listener>> listeners_;
   std::unordered_map<Conn*, std::shared_ptr<Conn>> conns_;
-  uint64_t next_id_ = 1;
 };
 
 }  // namespace tern::authd
