@@ -811,7 +811,7 @@ void QueueManager::commit(Envelope env, std::vector<size_t> touched) {
       if (done) {
         maillog::removed(id);
       } else {
-        queue_.remove(id, [this, alive, id](Status rs) {
+        queue_.remove(id, [alive, id](Status rs) {
           if (auto al2 = alive.lock(); !al2 || !*al2) return;
           if (rs || rs.error().kind == common::ErrorKind::kNotFound) maillog::removed(id);
         });
