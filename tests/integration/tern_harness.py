@@ -209,6 +209,7 @@ class Tern:
         # and we try again on fresh ports (only ports this harness chose).
         for attempt in range(5):
             self.stderr = open(os.path.join(self.dir, "master.stderr"), "ab")
+            self._log_mark = len(self.log())  # what this attempt logs starts here
             self.proc = subprocess.Popen([os.path.join(BIN, "tern-master"), "-c", self.conf_path],
                                          stdout=self.stderr, stderr=self.stderr, env=self.env())
             if self not in _live:
@@ -233,11 +234,14 @@ class Tern:
 
         def ready():
             if self.proc.poll() is not None:
-                raise RuntimeError(f"tern-master exited with {self.proc.returncode}:\n{self.master_output()}")
+                return "exited"  # not an exception: wait_for would keep polling on one
             st = self.status()
             return st is not None and all(st.get(s, {}).get("state") == "running" for s in services)
 
-        wait_for(ready, timeout, what="all daemons running")
+        if wait_for(ready, timeout, what="all daemons running") == "exited":
+            # With maillog_file set, the master's fatal line is in the log, not on stderr.
+            raise RuntimeError(f"tern-master exited with {self.proc.returncode}:\n{self.master_output()}"
+                               f"{self.log()[getattr(self, '_log_mark', 0):][-2000:]}")
 
     def status(self):
         """ternctl status as {service: {pid, uptime, restarts, state, last_exit}}, or None."""
