@@ -40,7 +40,7 @@ def quick(tmp_path_factory):
         pytest.skip("bench/run needs root: Postfix and Dovecot start as root and drop privileges")
     out = tmp_path_factory.mktemp("bench-results")
     before = {p for p, _ in bench_processes()}
-    r = subprocess.run([RUN, "--quick", "--n", "20", "--runs", "1", "--box", "40", "--idle", "10", "--out", str(out)],
+    r = subprocess.run([RUN, "--quick", "--n", "20", "--runs", "1", "--box", "40", "--idle", "50", "--out", str(out)],
                        capture_output=True, text=True, timeout=600)
     leftover = [(p, c) for p, c in bench_processes() if p not in before]
     csvs = glob.glob(os.path.join(out, "bench-*.csv"))
