@@ -462,3 +462,15 @@ def test_sendmail_with_a_body_only_keeps_it_body(mail):
     assert sep, m
     assert body == b"hi there\nsecond line\n", m
     assert b"hi there" not in head and b"Message-Id:" in head
+
+
+def test_unusable_local_parts_are_unknown_users_not_temporary_failures(mail):
+    # "a b"@ and a/b@ can be no one's mailbox: 550 at RCPT (a 451 would make the
+    # sending server retry for days).
+    with smtplib.SMTP("127.0.0.1", mail.port("smtpd"), timeout=30) as s:
+        s.ehlo("client.test")
+        s.mail("x@example.net")
+        for rcpt in ('"a b"@example.test', "a/b@example.test"):
+            code, msg = s.rcpt(rcpt)
+            assert code == 550 and b"5.1.1" in msg, (rcpt, code, msg)
+        assert s.rcpt("alice@example.test")[0] == 250
