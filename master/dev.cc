@@ -211,10 +211,10 @@ common::Result<std::string> prepare_dev(const std::string& dir_in) {
   return conf;
 }
 
-std::string dev_banner(const std::string& dir, const std::string& config_path) {
-  common::Result<common::Config> c = common::Config::load_file(config_path);
-  if (!c) return "";
-  auto port = [&](const char* k) { return c->str(k); };
+// cfg is the configuration in effect: the file with the -o overrides applied, so
+// the banner shows the ports that really listen.
+std::string dev_banner(const std::string& dir, const std::string& config_path, const common::Config& cfg) {
+  auto port = [&](const char* k) { return cfg.str(k); };
   std::string host = "127.0.0.1";
   std::string b;
   b += "\nTern is running (development default), state in " + dir + "\n";

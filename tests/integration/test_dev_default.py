@@ -97,5 +97,8 @@ def test_fresh_dev_default_delivers_and_serves_the_demo_users_mail():
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=30)
     assert "Permission denied" not in err, err[-3000:]
+    # The banner shows the ports that listen (-o overrides), not the file's.
+    assert f"SMTP       127.0.0.1:{ports['smtpd_port']}" in err, err[-3000:]
+    assert f"IMAPS      127.0.0.1:{ports['imaps_port']}" in err, err[-3000:]
     assert p.returncode == 0, err[-3000:]
     shutil.rmtree(tmp, ignore_errors=True)
