@@ -1,5 +1,6 @@
 #include "mda/delivery.h"
 
+#include <grp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -158,6 +159,25 @@ Outcome deliver_maildir(const Settings& s, const MailUser& user, const Location&
   return o;
 }
 
+// What to set when a missing mbox cannot be created in a spool directory the user
+// may not write (Debian's /var/mail, root:mail 2775): Dovecot's answer is
+// mail_privileged_group. "" when that is not the cause.
+std::string privileged_group_hint(const std::string& path, const Settings& s) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) == 0) return "";
+  const std::string dir = path.substr(0, path.rfind('/'));
+  if (dir.empty() || ::stat(dir.c_str(), &st) < 0 || ::access(dir.c_str(), W_OK) == 0) return "";
+  std::string name = std::to_string(st.st_gid);
+  std::vector<char> buf(16384);
+  struct group gr, *g = nullptr;
+  if (::getgrgid_r(st.st_gid, &gr, buf.data(), buf.size(), &g) == 0 && g) name = g->gr_name;
+  if (s.locks.privileged_gid != static_cast<gid_t>(-1)) {
+    return " (the spool directory " + dir + " is group " + name + ", and mail_privileged_group is another group)";
+  }
+  return " (the spool directory " + dir + " is group " + name +
+         " and not writable by the user: set mail_privileged_group = " + name + ")";
+}
+
 Outcome deliver_mbox(const Settings& s, const MailUser& user, const Location& loc, const Envelope& env,
                      const MessageSpool& body) {
   std::string mailbox = "INBOX";
@@ -197,7 +217,11 @@ Outcome deliver_mbox(const Settings& s, const MailUser& user, const Location& lo
     }
   }
   Result<mbox::Appender> a = mbox::Appender::begin(path, env.sender, env.arrival ? env.arrival : ::time(nullptr), s.locks);
-  if (!a) return failure_for(a.error(), s, mailbox);
+  if (!a) {
+    Error e = a.error();
+    if (e.kind == ErrorKind::kDenied) e.message += privileged_group_hint(path, s);
+    return failure_for(e, s, mailbox);
+  }
   Status w = a->write(headers);
   if (w) w = body.read([&](std::string_view chunk) { return a->write(chunk); });
   if (w) w = a->commit(s.fsync);
