@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <list>
@@ -11,6 +12,7 @@
 
 #include "common/mailbox_index.h"
 #include "common/text.h"
+#include "mda/delivery_ids.h"
 
 namespace tern::mda {
 
@@ -144,12 +146,17 @@ Outcome deliver_maildir(const Settings& s, const MailUser& user, const Location&
   if (!w) return failure_for(w.error(), s, mailbox);  // the Delivery's destructor unlinks tmp/
   Result<std::string> name = d->commit(s.fsync, syncer);
   if (!name) return failure_for(name.error(), s, mailbox);
+  const int64_t now = static_cast<int64_t>(::time(nullptr));
   Result<uint32_t> uid = (*idx)->add_delivered(mailbox, *name, true, d->size(), d->vsize(),
-                                               env.arrival ? env.arrival : ::time(nullptr));
+                                               env.arrival ? env.arrival : now, env.delivery_key, now);
   Outcome o;
   o.mailbox = mailbox;
   if (uid) {
     o.uid = *uid;
+    o.key_recorded = !env.delivery_key.empty();
+    // Old pairs go now and then rather than on every delivery.
+    static std::atomic<uint64_t> keyed{0};
+    if (o.key_recorded && ++keyed % 1000 == 0) (void)(*idx)->prune_delivery_keys(now - kDeliveryIdKeepSeconds);
     o.log = "saved mail to " + mailbox + " (uid=" + std::to_string(*uid) + ")";
   } else {
     // The message is safely on disk; the next sync gives it its UID.
@@ -386,6 +393,16 @@ std::string find_message_id(std::string_view head) {
     pos = nl + 1;
   }
   return "";
+}
+
+bool index_has_delivery_key(const Settings& s, const MailUser& user, const std::string& delivery_key) {
+  if (user.has_uid && user.uid != ::geteuid()) return false;  // the helper's users: not ours to open
+  Result<Location> loc = parse_location(user.mail.empty() ? s.mail_location : user.mail, user);
+  if (!loc || loc->mbox || !is_file(loc->root + "/tern-index")) return false;
+  Result<std::shared_ptr<common::index::MailboxIndex>> idx = open_index(loc->root, s.fsync);
+  if (!idx) return false;
+  Result<bool> has = (*idx)->has_delivery_key(delivery_key);
+  return has && *has;
 }
 
 Outcome deliver(const Settings& s, const MailUser& user, const Envelope& env, const MessageSpool& body,
