@@ -149,6 +149,8 @@ common::Status become_user(const common::UserIds& target, gid_t gid, const Group
   if (target.uid == 0) return common::make_error(ErrorKind::kDenied, "refusing to drop privileges to root");
   std::vector<gid_t> list{gid};
   list.insert(list.end(), groups.access.begin(), groups.access.end());
+  std::sort(list.begin(), list.end());
+  list.erase(std::unique(list.begin(), list.end()), list.end());
   const gid_t saved = groups.privileged == kNoGid ? gid : groups.privileged;
   if (::setgroups(list.size(), list.data()) < 0) return common::errno_error("setgroups", errno);
   if (::setresgid(gid, gid, saved) < 0) return common::errno_error("setresgid", errno);
@@ -159,6 +161,7 @@ common::Status become_user(const common::UserIds& target, gid_t gid, const Group
   ::getresgid(&rg, &eg, &sg);
   std::vector<gid_t> now(static_cast<size_t>(std::max(::getgroups(0, nullptr), 0)));
   if (!now.empty() && ::getgroups(static_cast<int>(now.size()), now.data()) < 0) now.clear();
+  std::sort(now.begin(), now.end());  // the kernel keeps the list sorted, not in our order
   if (ru != target.uid || eu != target.uid || su != target.uid || rg != gid || eg != gid || sg != saved ||
       now != list) {
     return common::make_error(ErrorKind::kDenied, "privilege drop failed: ids are not the user's");

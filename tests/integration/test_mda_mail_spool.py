@@ -78,7 +78,8 @@ def test_without_mail_privileged_group_a_missing_spool_file_is_a_temporary_failu
     assert sorted(os.listdir(spool)) == ["sys"]
 
 
-@pytest.mark.parametrize("spool_tern", [{"mail_privileged_group": "mail"}], indirect=True)
+@pytest.mark.parametrize("spool_tern", [{"mail_privileged_group": "mail", "mail_access_groups": "users"}],
+                         indirect=True)
 def test_mail_privileged_group_creates_the_spool_file_and_the_dotlock(spool_tern):
     t, pw, spool = spool_tern
     mail_gid = grp.getgrnam("mail").gr_gid
