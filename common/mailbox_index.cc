@@ -22,6 +22,7 @@ struct MailboxIndex::Dbs {
   MDB_dbi messages;   // id(be32) uid(be32) -> record
   MDB_dbi files;      // id(be32) base -> uid(be32)
   MDB_dbi expunged;   // id(be32) modseq(be64) uid(be32) -> ""
+  MDB_dbi delivery_ids;  // tern-mda's delivery key -> decimal time recorded
 };
 
 namespace {
@@ -279,7 +280,9 @@ Result<std::shared_ptr<MailboxIndex>> MailboxIndex::open(const std::string& root
     if (!c) return c.take_error();
     Result<MDB_dbi> d = txn.open_db("expunged", true);
     if (!d) return d.take_error();
-    *idx->dbs_ = Dbs{*a, *b, *c, *d};
+    Result<MDB_dbi> e = txn.open_db("delivery-ids", true);
+    if (!e) return e.take_error();
+    *idx->dbs_ = Dbs{*a, *b, *c, *d, *e};
     return {};
   });
   if (!s) return s.take_error();
@@ -411,8 +414,40 @@ Status MailboxIndex::drop_record(lmdb::Txn& txn, Meta& meta, const MessageRecord
   return {};
 }
 
-Result<uint32_t> MailboxIndex::add_delivered(std::string_view mailbox_in, const std::string& file, bool in_new,
+Result<uint32_t> MailboxIndex::add_delivered(std::string_view mailbox, const std::string& file, bool in_new,
                                              uint64_t size, uint64_t vsize, int64_t internal_date) {
+  return add_delivered(mailbox, file, in_new, size, vsize, internal_date, {}, 0);
+}
+
+Result<bool> MailboxIndex::has_delivery_key(std::string_view delivery_key) {
+  bool found = false;
+  Status s = lmdb::read(*env_, [&](lmdb::Txn& txn) -> Status {
+    Result<std::string_view> v = txn.get(dbs_->delivery_ids, delivery_key);
+    if (!v && v.error().kind != ErrorKind::kNotFound) return v.take_error();
+    found = v.ok();
+    return {};
+  });
+  if (!s) return s.take_error();
+  return found;
+}
+
+Status MailboxIndex::prune_delivery_keys(int64_t before) {
+  return lmdb::write(*env_, [&](lmdb::Txn& txn) -> Status {
+    Result<lmdb::Cursor> c = lmdb::Cursor::open(txn, dbs_->delivery_ids);
+    if (!c) return c.take_error();
+    for (auto e = c->first(); e; e = c->next()) {
+      std::optional<uint64_t> when = parse_u64(e->second);
+      if (!when || static_cast<int64_t>(*when) < before) {
+        if (Status d = c->del(); !d) return d;
+      }
+    }
+    return {};
+  });
+}
+
+Result<uint32_t> MailboxIndex::add_delivered(std::string_view mailbox_in, const std::string& file, bool in_new,
+                                             uint64_t size, uint64_t vsize, int64_t internal_date,
+                                             std::string_view delivery_key, int64_t now) {
   const std::string mailbox = normalize_mailbox(mailbox_in);
   maildir::FileName fn = maildir::parse_name(file);
   uint32_t uid = 0;
@@ -420,6 +455,9 @@ Result<uint32_t> MailboxIndex::add_delivered(std::string_view mailbox_in, const 
   // uid afresh each time it runs.
   Status s = group_->write([&](lmdb::Txn& txn) -> Status {
     uid = 0;
+    if (!delivery_key.empty()) {
+      if (Status st = txn.put(dbs_->delivery_ids, delivery_key, std::to_string(now)); !st) return st;
+    }
     Result<Meta> meta = get_meta(txn, mailbox, true);
     if (!meta) return meta.take_error();
     const std::string fk = file_key(meta->id, fn.base);

@@ -163,6 +163,16 @@ class MailboxIndex {
   // one when a sync already found it).
   Result<uint32_t> add_delivered(std::string_view mailbox, const std::string& file, bool in_new, uint64_t size,
                                  uint64_t vsize, int64_t internal_date);
+  // The same, and records `delivery_key` (tern-mda's XTERN-DELIVERY-ID pair, see
+  // mda/delivery_ids.h) with the time `now` in the same transaction, so the record
+  // is durable exactly when the UID is and costs no commit of its own. Additive: the
+  // keys live in a database of their own ("delivery-ids") that other readers ignore.
+  Result<uint32_t> add_delivered(std::string_view mailbox, const std::string& file, bool in_new, uint64_t size,
+                                 uint64_t vsize, int64_t internal_date, std::string_view delivery_key, int64_t now);
+  // Whether add_delivered recorded `delivery_key`.
+  Result<bool> has_delivery_key(std::string_view delivery_key);
+  // Removes delivery keys recorded before `before`.
+  Status prune_delivery_keys(int64_t before);
 
   // --- readers and the IMAP writer -----------------------------------------
   // Reconciles the index with the mailbox directory (see the header comment).

@@ -33,6 +33,30 @@ Status write_all(int fd, std::string_view data, const std::string& path) {
   return {};
 }
 
+constexpr gid_t kNoGid = static_cast<gid_t>(-1);
+
+// Runs a file-system call in the spool directory as we are; when it fails with
+// EACCES and a privileged group is configured, once more with that group as the
+// effective gid, switched back at once (Dovecot's restrict_access_use_priv_gid()).
+// errno is that of the last attempt.
+template <class F>
+int privileged_retry(gid_t privileged_gid, F op) {
+  int r = op();
+  if (r >= 0 || errno != EACCES || privileged_gid == kNoGid) return r;
+  const gid_t mine = ::getegid();
+  if (::setegid(privileged_gid) < 0) {
+    errno = EACCES;  // the saved gid is not the privileged group: as without it
+    return -1;
+  }
+  r = op();
+  const int err = errno;
+  // Carrying on with the group would give it to everything that follows: a broken
+  // invariant, never a recoverable error.
+  if (::setegid(mine) < 0 || ::getegid() != mine) ::abort();
+  errno = err;
+  return r;
+}
+
 }  // namespace
 
 std::string from_line(std::string_view sender, time_t when) {
@@ -92,6 +116,8 @@ Result<Appender> Appender::begin(const std::string& path, std::string_view sende
                                  const LockOptions& locks) {
   Appender a;
   a.path_ = path;
+  a.privileged_gid_ = locks.privileged_gid;
+  const gid_t priv = locks.privileged_gid;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(locks.timeout_seconds);
   auto wait_a_bit = [&]() -> bool {
     if (std::chrono::steady_clock::now() >= deadline) return false;
@@ -102,7 +128,9 @@ Result<Appender> Appender::begin(const std::string& path, std::string_view sende
   if (locks.dotlock) {
     a.lock_path_ = path + ".lock";
     while (true) {
-      UniqueFd lf(::open(a.lock_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+      UniqueFd lf(privileged_retry(priv, [&] {
+        return ::open(a.lock_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+      }));
       if (lf) {
         std::string pid = std::to_string(::getpid()) + "\n";
         (void)::write(lf.get(), pid.data(), pid.size());
@@ -113,15 +141,25 @@ Result<Appender> Appender::begin(const std::string& path, std::string_view sende
       if (errno != EEXIST) return io_error("create " + a.lock_path_, errno);
       struct stat st;
       if (::lstat(a.lock_path_.c_str(), &st) == 0 && ::time(nullptr) - st.st_mtime > locks.stale_seconds) {
-        ::unlink(a.lock_path_.c_str());  // left over from a crash
+        privileged_retry(priv, [&] { return ::unlink(a.lock_path_.c_str()); });  // left over from a crash
         continue;
       }
       if (!wait_a_bit()) return make_error(ErrorKind::kInUse, "mbox " + path + " is dotlocked by another process");
     }
   }
 
-  a.fd_.reset(::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600));
-  if (!a.fd_) return io_error("open " + path, errno);
+  // An existing mbox is opened as we are; a missing one is created exclusively (the
+  // spool directory may need the privileged group for that), and one that appears
+  // in between is opened on the next round.
+  for (int round = 0; !a.fd_; ++round) {
+    a.fd_.reset(::open(path.c_str(), O_RDWR | O_APPEND | O_NOFOLLOW | O_CLOEXEC));
+    if (a.fd_) break;
+    if (errno != ENOENT || round == 3) return io_error("open " + path, errno);
+    a.fd_.reset(privileged_retry(priv, [&] {
+      return ::open(path.c_str(), O_RDWR | O_APPEND | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    }));
+    if (!a.fd_ && errno != EEXIST) return io_error("create " + path, errno);
+  }
   struct stat st;
   if (::fstat(a.fd_.get(), &st) < 0) return io_error("fstat " + path, errno);
   // Postfix local(8)'s checks: a regular file with one link (a hard link could make
@@ -154,7 +192,8 @@ Result<Appender> Appender::begin(const std::string& path, std::string_view sende
 }
 
 Appender::Appender(Appender&& o) noexcept
-    : path_(std::move(o.path_)), lock_path_(std::move(o.lock_path_)), fd_(std::move(o.fd_)),
+    : path_(std::move(o.path_)), lock_path_(std::move(o.lock_path_)), privileged_gid_(o.privileged_gid_),
+      fd_(std::move(o.fd_)),
       have_dotlock_(std::exchange(o.have_dotlock_, false)), old_size_(o.old_size_), quoter_(o.quoter_),
       buf_(std::move(o.buf_)), done_(std::exchange(o.done_, true)) {}
 
@@ -162,7 +201,7 @@ Appender::~Appender() { rollback(); }
 
 void Appender::unlock() {
   fd_.reset();  // closing the description releases the OFD lock
-  if (have_dotlock_) ::unlink(lock_path_.c_str());
+  if (have_dotlock_) privileged_retry(privileged_gid_, [&] { return ::unlink(lock_path_.c_str()); });
   have_dotlock_ = false;
 }
 

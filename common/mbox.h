@@ -14,10 +14,19 @@
 // dotlock (EACCES: /var/mail is group mail, and we are not), the fcntl lock alone is
 // used, as Dovecot does without mail_privileged_group.
 //
+// mail_privileged_group (Dovecot): a delivery process whose saved set-group-ID is
+// that group (LockOptions::privileged_gid) makes it its effective group only for the
+// spool-directory operations that need it, and only after they failed without:
+// creating a missing mbox (O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600, so owner the user
+// and group the privileged group), creating the dotlock, removing it (or a stale
+// one). Reading the message and writing the mbox never run with it.
+//
 // Failure safety: the size before the append is remembered; any failure (a write
 // error, a full disk, a failed fsync) truncates the file back to it, so a reader
 // never sees half a message.
 #pragma once
+
+#include <sys/types.h>
 
 #include <cstdint>
 #include <ctime>
@@ -36,6 +45,10 @@ struct LockOptions {
   bool fcntl = true;
   int timeout_seconds = 30;   // give up (kInUse, a temporary failure) after this long
   int stale_seconds = 300;    // a dotlock older than this is left over from a crash
+  // The saved set-group-ID to switch to around spool-directory operations that fail
+  // with EACCES (mail_privileged_group); -1 for none. The caller must have set it as
+  // its saved gid (setresgid), or the switch fails and the operation with it.
+  gid_t privileged_gid = static_cast<gid_t>(-1);
 };
 
 // "From sender Thu Nov 27 20:54:21 2026" (asctime form in UTC, as Postfix writes it).
@@ -82,6 +95,7 @@ class Appender {
   void unlock();
   std::string path_;
   std::string lock_path_;
+  gid_t privileged_gid_ = static_cast<gid_t>(-1);
   UniqueFd fd_;
   bool have_dotlock_ = false;
   uint64_t old_size_ = 0;

@@ -1,8 +1,10 @@
 #include "mda/delivery.h"
 
+#include <grp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <list>
@@ -10,6 +12,7 @@
 
 #include "common/mailbox_index.h"
 #include "common/text.h"
+#include "mda/delivery_ids.h"
 
 namespace tern::mda {
 
@@ -143,12 +146,17 @@ Outcome deliver_maildir(const Settings& s, const MailUser& user, const Location&
   if (!w) return failure_for(w.error(), s, mailbox);  // the Delivery's destructor unlinks tmp/
   Result<std::string> name = d->commit(s.fsync, syncer);
   if (!name) return failure_for(name.error(), s, mailbox);
+  const int64_t now = static_cast<int64_t>(::time(nullptr));
   Result<uint32_t> uid = (*idx)->add_delivered(mailbox, *name, true, d->size(), d->vsize(),
-                                               env.arrival ? env.arrival : ::time(nullptr));
+                                               env.arrival ? env.arrival : now, env.delivery_key, now);
   Outcome o;
   o.mailbox = mailbox;
   if (uid) {
     o.uid = *uid;
+    o.key_recorded = !env.delivery_key.empty();
+    // Old pairs go now and then rather than on every delivery.
+    static std::atomic<uint64_t> keyed{0};
+    if (o.key_recorded && ++keyed % 1000 == 0) (void)(*idx)->prune_delivery_keys(now - kDeliveryIdKeepSeconds);
     o.log = "saved mail to " + mailbox + " (uid=" + std::to_string(*uid) + ")";
   } else {
     // The message is safely on disk; the next sync gives it its UID.
@@ -156,6 +164,25 @@ Outcome deliver_maildir(const Settings& s, const MailUser& user, const Location&
   }
   o.reply = Reply(250, "2.0.0", (env.recipient.empty() ? std::string("") : "<" + env.recipient + "> ") + "Saved");
   return o;
+}
+
+// What to set when a missing mbox cannot be created in a spool directory the user
+// may not write (Debian's /var/mail, root:mail 2775): Dovecot's answer is
+// mail_privileged_group. "" when that is not the cause.
+std::string privileged_group_hint(const std::string& path, const Settings& s) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) == 0) return "";
+  const std::string dir = path.substr(0, path.rfind('/'));
+  if (dir.empty() || ::stat(dir.c_str(), &st) < 0 || ::access(dir.c_str(), W_OK) == 0) return "";
+  std::string name = std::to_string(st.st_gid);
+  std::vector<char> buf(16384);
+  struct group gr, *g = nullptr;
+  if (::getgrgid_r(st.st_gid, &gr, buf.data(), buf.size(), &g) == 0 && g) name = g->gr_name;
+  if (s.locks.privileged_gid != static_cast<gid_t>(-1)) {
+    return " (the spool directory " + dir + " is group " + name + ", and mail_privileged_group is another group)";
+  }
+  return " (the spool directory " + dir + " is group " + name +
+         " and not writable by the user: set mail_privileged_group = " + name + ")";
 }
 
 Outcome deliver_mbox(const Settings& s, const MailUser& user, const Location& loc, const Envelope& env,
@@ -197,7 +224,11 @@ Outcome deliver_mbox(const Settings& s, const MailUser& user, const Location& lo
     }
   }
   Result<mbox::Appender> a = mbox::Appender::begin(path, env.sender, env.arrival ? env.arrival : ::time(nullptr), s.locks);
-  if (!a) return failure_for(a.error(), s, mailbox);
+  if (!a) {
+    Error e = a.error();
+    if (e.kind == ErrorKind::kDenied) e.message += privileged_group_hint(path, s);
+    return failure_for(e, s, mailbox);
+  }
   Status w = a->write(headers);
   if (w) w = body.read([&](std::string_view chunk) { return a->write(chunk); });
   if (w) w = a->commit(s.fsync);
@@ -362,6 +393,16 @@ std::string find_message_id(std::string_view head) {
     pos = nl + 1;
   }
   return "";
+}
+
+bool index_has_delivery_key(const Settings& s, const MailUser& user, const std::string& delivery_key) {
+  if (user.has_uid && user.uid != ::geteuid()) return false;  // the helper's users: not ours to open
+  Result<Location> loc = parse_location(user.mail.empty() ? s.mail_location : user.mail, user);
+  if (!loc || loc->mbox || !is_file(loc->root + "/tern-index")) return false;
+  Result<std::shared_ptr<common::index::MailboxIndex>> idx = open_index(loc->root, s.fsync);
+  if (!idx) return false;
+  Result<bool> has = (*idx)->has_delivery_key(delivery_key);
+  return has && *has;
 }
 
 Outcome deliver(const Settings& s, const MailUser& user, const Envelope& env, const MessageSpool& body,

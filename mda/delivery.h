@@ -66,6 +66,9 @@ struct Envelope {
   std::string folder;       // folder asked for (the +detail, or tern-deliver -m); "" for INBOX
   std::string received;     // a complete "Received: ...\n" header to prepend; may be ""
   time_t arrival = 0;
+  // XTERN-DELIVERY-ID pair (mda/delivery_ids.h delivery_key()) to record in the
+  // mailbox index in the same transaction as the UID; "" for none. Maildir only.
+  std::string delivery_key;
 };
 
 struct Outcome {
@@ -73,6 +76,7 @@ struct Outcome {
   std::string log;          // "saved mail to INBOX" / the failure detail
   std::string mailbox;      // where it went
   uint32_t uid = 0;         // UID in the mailbox index (Maildir only)
+  bool key_recorded = false;  // Envelope::delivery_key is durable with the UID
 };
 
 // A parsed mail location: "maildir:~/Maildir", "mbox:~/mail:INBOX=/var/mail/%u".
@@ -95,6 +99,11 @@ common::Result<Quota> parse_quota_rule(const std::string& rule);
 
 Outcome deliver(const Settings& settings, const MailUser& user, const Envelope& env, const MessageSpool& body,
                 maildir::DirSyncer* syncer);
+
+// Whether the user's mailbox index holds `delivery_key` (recorded by a delivery
+// with Envelope::delivery_key). False when the user's mail is not a Maildir this
+// process can open, or has no index yet; never creates anything.
+bool index_has_delivery_key(const Settings& settings, const MailUser& user, const std::string& delivery_key);
 
 // "user+detail" split at the first recipient_delimiter character in the local part.
 struct LocalPart {

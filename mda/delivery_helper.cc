@@ -3,11 +3,13 @@
 #include <poll.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <grp.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <csignal>
 #include <cstring>
+#include <algorithm>
 #include <map>
 #include <optional>
 
@@ -110,8 +112,69 @@ Result<MailUser> lookup_user(const common::Config& cfg, const std::string& user)
   return std::move(*out);
 }
 
+constexpr gid_t kNoGid = static_cast<gid_t>(-1);
+
+// mail_privileged_group and mail_access_groups, resolved once by the helper.
+struct Groups {
+  gid_t privileged = kNoGid;
+  std::vector<gid_t> access;
+  std::string error;  // a group that does not exist: every delivery fails with this
+};
+
+Groups resolve_groups(const common::Config& cfg) {
+  Groups g;
+  if (const std::string name = cfg.str("mail_privileged_group"); !name.empty()) {
+    Result<gid_t> gid = common::lookup_group(name);
+    if (!gid) g.error = "mail_privileged_group: " + gid.error().message;
+    else if (*gid == 0) g.error = "mail_privileged_group: refusing group 0 (root)";
+    else g.privileged = *gid;
+  }
+  for (const std::string& name : cfg.list("mail_access_groups")) {
+    Result<gid_t> gid = common::lookup_group(name);
+    if (!gid) g.error = "mail_access_groups: " + gid.error().message;
+    else if (*gid == 0) g.error = "mail_access_groups: refusing group 0 (root)";
+    else g.access.push_back(*gid);
+  }
+  return g;
+}
+
+// Becomes the user for good, as common::drop_privileges() does, except that the
+// mail_access_groups stay as supplementary groups and mail_privileged_group becomes
+// the saved set-group-ID: never the effective gid, except for the moments common/
+// mbox.cc switches to it to create the spool file or a dotlock (Dovecot keeps it the
+// same way; a process that is not root could not add a supplementary group later,
+// and one it held as supplementary it could not give up). Verified afterwards.
+common::Status become_user(const common::UserIds& target, gid_t gid, const Groups& groups) {
+  if (groups.privileged == kNoGid && groups.access.empty()) return common::drop_privileges(target, gid);
+  if (target.uid == 0) return common::make_error(ErrorKind::kDenied, "refusing to drop privileges to root");
+  std::vector<gid_t> list{gid};
+  list.insert(list.end(), groups.access.begin(), groups.access.end());
+  std::sort(list.begin(), list.end());
+  list.erase(std::unique(list.begin(), list.end()), list.end());
+  const gid_t saved = groups.privileged == kNoGid ? gid : groups.privileged;
+  if (::setgroups(list.size(), list.data()) < 0) return common::errno_error("setgroups", errno);
+  if (::setresgid(gid, gid, saved) < 0) return common::errno_error("setresgid", errno);
+  if (::setresuid(target.uid, target.uid, target.uid) < 0) return common::errno_error("setuid " + target.name, errno);
+  uid_t ru, eu, su;
+  gid_t rg, eg, sg;
+  ::getresuid(&ru, &eu, &su);
+  ::getresgid(&rg, &eg, &sg);
+  std::vector<gid_t> now(static_cast<size_t>(std::max(::getgroups(0, nullptr), 0)));
+  if (!now.empty() && ::getgroups(static_cast<int>(now.size()), now.data()) < 0) now.clear();
+  std::sort(now.begin(), now.end());  // the kernel keeps the list sorted, not in our order
+  if (ru != target.uid || eu != target.uid || su != target.uid || rg != gid || eg != gid || sg != saved ||
+      now != list) {
+    return common::make_error(ErrorKind::kDenied, "privilege drop failed: ids are not the user's");
+  }
+  if (::setuid(0) == 0 || ::seteuid(0) == 0 || ::setegid(0) == 0) {
+    return common::make_error(ErrorKind::kDenied, "privilege drop failed: root can be regained");
+  }
+  return {};
+}
+
 // One request, in a child that becomes the user.
-Outcome serve(const common::Config& cfg, const Settings& settings, const Fields& f, common::UniqueFd msg_fd) {
+Outcome serve(const common::Config& cfg, const Settings& settings, const Groups& groups, const Fields& f,
+              common::UniqueFd msg_fd) {
   auto get = [&](const char* k) {
     auto it = f.find(k);
     return it == f.end() ? std::string() : it->second;
@@ -138,9 +201,13 @@ Outcome serve(const common::Config& cfg, const Settings& settings, const Fields&
     target.uid = mu.uid;
     gid_t gid = mu.gid ? mu.gid : mu.uid;
     Outcome o;
-    if (common::Status s = common::drop_privileges(target, gid); !s) {
+    if (!groups.error.empty()) {
+      o = temp("delivery helper: " + groups.error);
+    } else if (common::Status s = become_user(target, gid, groups); !s) {
       o = temp("delivery helper: " + s.error().message);
     } else {
+      Settings as_user = settings;
+      as_user.locks.privileged_gid = groups.privileged;
       MessageSpool body = MessageSpool::from_fd(std::move(msg_fd), *size);
       Envelope env;
       env.sender = get("sender");
@@ -149,7 +216,7 @@ Outcome serve(const common::Config& cfg, const Settings& settings, const Fields&
       env.folder = get("folder");
       env.received = get("received");
       env.arrival = static_cast<time_t>(common::parse_u64(get("arrival")).value_or(0));
-      o = deliver(settings, mu, env, body, nullptr);
+      o = deliver(as_user, mu, env, body, nullptr);
     }
     std::string packet = encode_outcome(o);
     (void)!::write(wr.get(), packet.data(), packet.size());
@@ -177,6 +244,8 @@ Outcome serve(const common::Config& cfg, const Settings& settings, const Fields&
   ::signal(SIGCHLD, SIG_DFL);
   common::log::Channel log("lmtp");
   const Settings settings = Settings::from_config(cfg);
+  const Groups groups = resolve_groups(cfg);
+  if (!groups.error.empty()) log.error("delivery helper: %s", groups.error.c_str());
   while (true) {
     Result<std::pair<std::string, common::UniqueFd>> req = common::net::recv_fd(sock.get(), kMaxHelperPacket);
     if (!req) ::_exit(0);  // tern-mda is gone
@@ -185,7 +254,7 @@ Outcome serve(const common::Config& cfg, const Settings& settings, const Fields&
       log.error("delivery helper: malformed request from tern-mda; exiting");
       ::_exit(1);
     }
-    Outcome o = serve(cfg, settings, *f, std::move(req->second));
+    Outcome o = serve(cfg, settings, groups, *f, std::move(req->second));
     std::string packet = encode_outcome(o);
     if (packet.size() > kMaxHelperPacket) packet = encode_outcome(temp("delivery helper: reply too long"));
     if (!common::net::send_fd(sock.get(), -1, packet)) ::_exit(0);

@@ -13,7 +13,11 @@
 //   - refuses uid 0 and uids outside first_valid_uid..last_valid_uid;
 //   - forks a child that drops to the user's uid and gid for good (setgroups,
 //     setresgid, setresuid, verified) and runs the ordinary delivery code as the
-//     user, returning the outcome through a pipe.
+//     user, returning the outcome through a pipe. With mail_privileged_group set
+//     (Debian: mail, for mbox:~/mail:INBOX=/var/mail/%u), that group is kept only
+//     as the child's saved set-group-ID and made effective only to create the
+//     user's spool file and its dotlock (common/mbox.h); mail_access_groups are
+//     kept as supplementary groups.
 // Requests are handled one at a time. The helper exits when tern-mda goes away.
 //
 // The wire format is defined here, once, for both sides:

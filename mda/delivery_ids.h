@@ -22,6 +22,9 @@
 
 namespace tern::mda {
 
+// How long a pair is kept (here and in the mailbox indexes, see mda/delivery.h).
+inline constexpr int64_t kDeliveryIdKeepSeconds = 7 * 86400;
+
 class DeliveryIds {
  public:
   static common::Result<std::unique_ptr<DeliveryIds>> open(const std::string& path, int64_t keep_s);

@@ -97,8 +97,12 @@ class LmtpConnection : public LmtpSession::Host, public std::enable_shared_from_
   }
 
   bool delivery_ids() const override { return server_->ids_ != nullptr && id_peer_; }
-  bool delivered_before(const std::string& id, const std::string& recipient) override {
-    return delivery_ids() && server_->ids_->seen(id, recipient);
+  bool delivered_before(const std::string& id, const MailUser& user, const std::string& recipient) override {
+    if (!delivery_ids()) return false;
+    // Most pairs are in the user's mailbox index (recorded with the UID), the rest
+    // in the delivery-id store.
+    return index_has_delivery_key(server_->settings_, user, delivery_key(id, recipient)) ||
+           server_->ids_->seen(id, recipient);
   }
   void record_delivered(const std::string& id, const std::vector<std::string>& recipients,
                         RecordDone done) override {

@@ -5,6 +5,7 @@
 
 #include "common/log.h"
 #include "common/text.h"
+#include "mda/delivery_ids.h"
 
 namespace tern::mda {
 
@@ -350,7 +351,7 @@ void LmtpSession::end_of_message() {
   const time_t now = ::time(nullptr);
   for (size_t i = 0; i < rcpts_.size(); ++i) {
     const Rcpt& r = rcpts_[i];
-    if (!delivery_id.empty() && host_->delivered_before(delivery_id, r.address)) {
+    if (!delivery_id.empty() && host_->delivered_before(delivery_id, r.user, r.address)) {
       again[i] = true;
       continue;
     }
@@ -361,6 +362,7 @@ void LmtpSession::end_of_message() {
     j.envelope.folder = r.detail;
     j.envelope.received = received_header(r);
     j.envelope.arrival = now;
+    if (!delivery_id.empty()) j.envelope.delivery_key = delivery_key(delivery_id, r.address);
     jobs.push_back(std::move(j));
   }
   const std::string msgid = find_message_id(spool_->head(16384));
@@ -381,7 +383,7 @@ void LmtpSession::end_of_message() {
       common::log::info("lmtp(%s)<%s>: msgid=%s: %s", common::log_escape(users[i], 200).c_str(), self->id_.c_str(),
                         msgid.empty() ? "unspecified" : common::log_escape(msgid, 200).c_str(),
                         outcomes[i].log.c_str());
-      if (outcomes[i].reply.positive()) delivered.push_back(addresses[i]);
+      if (outcomes[i].reply.positive() && !outcomes[i].key_recorded) delivered.push_back(addresses[i]);
     }
     // The replies, once the delivery id is recorded (or at once without one).
     auto respond = [weak, again, delivery_id, outcomes = std::move(outcomes)](common::Status recorded) {
@@ -408,8 +410,10 @@ void LmtpSession::end_of_message() {
       me->pump();
     };
     if (!delivery_id.empty() && !delivered.empty()) {
-      // Durable before the 250s go out; recorded off the event loop (an fdatasync),
-      // shared with the other sessions' records of the moment.
+      // Pairs the delivery did not record with the UID (mbox, a system user's
+      // helper, a failed index update): durable before the 250s go out; recorded
+      // off the event loop (an fdatasync), shared with the other sessions' records
+      // of the moment.
       self->host_->record_delivered(delivery_id, delivered, std::move(respond));
     } else {
       respond({});

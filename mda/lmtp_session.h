@@ -75,10 +75,14 @@ class LmtpSession : public std::enable_shared_from_this<LmtpSession> {
     // order. The spool stays alive until done runs.
     virtual void deliver(std::shared_ptr<const MessageSpool> body, std::vector<DeliveryJob> jobs, DeliverDone done) = 0;
     // XTERN-DELIVERY-ID (mda/delivery_ids.h): whether the host remembers deliveries
-    // by id; whether this (id, recipient) was delivered before; record new ones.
+    // by id; whether this (id, recipient) was delivered before (to `user`); record
+    // new ones. A delivery whose Outcome says key_recorded has recorded its pair
+    // itself (in the user's mailbox index, with the UID); the others are recorded
+    // with record_delivered().
     virtual bool delivery_ids() const { return false; }
-    virtual bool delivered_before(const std::string& id, const std::string& recipient) {
+    virtual bool delivered_before(const std::string& id, const MailUser& user, const std::string& recipient) {
       (void)id;
+      (void)user;
       (void)recipient;
       return false;
     }

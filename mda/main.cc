@@ -76,8 +76,8 @@ int main(int argc, char** argv) {
     userdb = std::make_unique<mda::UserdbLookup>(*ctx.loop, cfg.str("base_dir") + "/auth-userdb");
     // XTERN-DELIVERY-ID memory (delivery_ids.h): a week covers any crash-and-retry of
     // tern-mta. Without it tern-mda still works; exactly-once falls back to at-least-once.
-    constexpr int64_t kKeepDeliveryIds = 7 * 86400;
-    auto di = mda::DeliveryIds::open(cfg.str("data_directory") + "/mda/delivery-ids.lmdb", kKeepDeliveryIds);
+    auto di = mda::DeliveryIds::open(cfg.str("data_directory") + "/mda/delivery-ids.lmdb",
+                                     mda::kDeliveryIdKeepSeconds);
     if (di) {
       ids = std::move(di).value();
       ids->prune(static_cast<int64_t>(::time(nullptr)));

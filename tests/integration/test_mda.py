@@ -401,3 +401,60 @@ def test_delivery_ids_only_for_tern_mta_and_root(mda):
     assert "xtern-delivery-id" not in features
     # The parameter itself is refused when the extension was not offered.
     assert mail_code.startswith("5"), r.stdout
+
+
+@pytest.mark.skipif(not is_root(), reason="XTERN-DELIVERY-ID is offered only to root and tern-mta's user")
+def test_delivery_id_repeated_after_a_restart_is_not_delivered_twice(mda):
+    """tern-mta resends a message under the same XTERN-DELIVERY-ID when it crashed
+    after our 250: a resend, even to a tern-mda killed and restarted meanwhile,
+    gets 250 and no second copy. For a Maildir user the pair is recorded in the
+    user's mailbox index in the UID's transaction (no commit of its own), for an
+    mbox user in tern-mda's own store."""
+    add_user(mda, "old@example.test", "--mail", "mbox:~/mail:INBOX=~/inbox")
+
+    def send(delivery_id):
+        c = lmtp(mda)
+        assert c.has_extn("xtern-delivery-id")
+        code, text = c.mail("<a@example.org>", [f"XTERN-DELIVERY-ID={delivery_id}"])
+        assert code == 250, text
+        for r in ("demo@example.test", "old@example.test"):
+            assert c.rcpt(r)[0] == 250
+        code, text = c.docmd("DATA")
+        assert code == 354
+        c.send(message("once").replace(b"\r\n.", b"\r\n..") + b".\r\n")
+        replies = [c.getreply(), c.getreply()]
+        c.quit()
+        return replies
+
+    first = send("Q1TEST")
+    assert [r[0] for r in first] == [250, 250] and all(b"Saved" in r[1] for r in first), first
+    old_pid = mda.pid_of("mda")
+    os.kill(old_pid, signal.SIGKILL)
+    wait_for(lambda: mda.pid_of("mda") not in (None, old_pid) and _lmtp_answers(mda), timeout=30,
+             what="tern-mda restarted and answering")
+    again = send("Q1TEST")
+    assert [r[0] for r in again] == [250, 250] and all(b"already delivered" in r[1] for r in again), again
+    # Where each pair lives: without tern-mda's own store, the Maildir user's pair
+    # is still known (it is in the mailbox index), the mbox user's is not.
+    mda.stop()
+    store = os.path.join(mda.settings["data_directory"], "mda", "delivery-ids.lmdb")
+    assert os.path.exists(store)
+    for p in (store, store + "-lock"):
+        if os.path.exists(p):
+            os.unlink(p)
+    mda.start()
+    third = send("Q1TEST")
+    assert b"already delivered" in third[0][1] and b"Saved" in third[1][1], third
+    inbox, _ = files(maildir_of(mda, "demo@example.test"))
+    assert len(inbox) == 1
+    with open(os.path.join(home_of(mda, "old@example.test"), "inbox"), "rb") as f:
+        assert f.read().count(b"\nSubject: once") == 2
+    assert [m["uid"] for m in index(mda, "demo@example.test")] == [1]
+
+
+def _lmtp_answers(t):
+    try:
+        lmtp(t).quit()
+        return True
+    except OSError:
+        return False

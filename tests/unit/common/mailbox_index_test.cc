@@ -497,3 +497,40 @@ TEST_CASE("add_delivered from many threads: every message gets its own UID", "[m
   CHECK(st->messages == kThreads * kEach);
   CHECK(st->uid_next == kThreads * kEach + 1);
 }
+
+TEST_CASE("add_delivered records a delivery key in the UID's transaction; prune drops old keys",
+          "[mailbox_index]") {
+  TempDir t;
+  std::string root = t.path + "/M";
+  REQUIRE(maildir::create_root(root).ok());
+  {
+    auto idx = MailboxIndex::open(root);
+    REQUIRE(idx.ok());
+    CHECK_FALSE(*(*idx)->has_delivery_key(std::string("Q1\0a@x", 6)));
+    Result<maildir::Delivery> d = maildir::Delivery::begin(root);
+    REQUIRE(d->write("x\n").ok());
+    Result<std::string> name = d->commit(maildir::Fsync::kNo, nullptr);
+    REQUIRE(name.ok());
+    Result<uint32_t> uid = (*idx)->add_delivered("INBOX", *name, true, 2, 3, 0, std::string("Q1\0a@x", 6), 1000);
+    REQUIRE(uid.ok());
+    CHECK(*uid == 1);
+    // A file a sync indexed first still gets its key (the sync cannot know it).
+    Result<maildir::Delivery> d2 = maildir::Delivery::begin(root);
+    REQUIRE(d2->write("y\n").ok());
+    Result<std::string> name2 = d2->commit(maildir::Fsync::kNo, nullptr);
+    REQUIRE((*idx)->sync("INBOX")->added == 1);
+    REQUIRE((*idx)->add_delivered("INBOX", *name2, true, 2, 3, 0, "Q2", 5000).ok());
+    // Without a key nothing is recorded.
+    deliver(**idx, root, "z\n");
+  }
+  auto idx = MailboxIndex::open(root);  // from disk again
+  REQUIRE(idx.ok());
+  CHECK(*(*idx)->has_delivery_key(std::string("Q1\0a@x", 6)));
+  CHECK(*(*idx)->has_delivery_key("Q2"));
+  CHECK_FALSE(*(*idx)->has_delivery_key("Q1"));
+  CHECK((*idx)->messages("INBOX")->size() == 3);
+  REQUIRE((*idx)->prune_delivery_keys(2000).ok());
+  CHECK_FALSE(*(*idx)->has_delivery_key(std::string("Q1\0a@x", 6)));
+  CHECK(*(*idx)->has_delivery_key("Q2"));
+  CHECK((*idx)->messages("INBOX")->size() == 3);  // pruning touches only the keys
+}

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "mda/delivery_ids.h"
 #include "mda/lmtp_session.h"
 
 using namespace tern;
@@ -28,9 +29,13 @@ struct FakeHost : LmtpSession::Host {
   bool fail_second = false;
   bool ids = false;                               // XTERN-DELIVERY-ID support
   std::set<std::pair<std::string, std::string>> recorded;
+  bool keys_in_delivery = false;                  // deliveries record their delivery_key (a Maildir's index)
+  std::set<std::string> delivery_keys;            // recorded that way
 
   bool delivery_ids() const override { return ids; }
-  bool delivered_before(const std::string& id, const std::string& r) override { return recorded.count({id, r}) > 0; }
+  bool delivered_before(const std::string& id, const MailUser&, const std::string& r) override {
+    return recorded.count({id, r}) > 0 || delivery_keys.count(delivery_key(id, r)) > 0;
+  }
   void record_delivered(const std::string& id, const std::vector<std::string>& rs, RecordDone done) override {
     for (const std::string& r : rs) recorded.insert({id, r});
     done({});
@@ -75,6 +80,10 @@ struct FakeHost : LmtpSession::Host {
       Outcome o;
       o.reply = (fail_second && i == 1) ? common::smtp::Reply(452, "4.2.2", "Mailbox is full")
                                         : common::smtp::Reply(250, "2.0.0", "<" + jobs[i].envelope.recipient + "> Saved");
+      if (keys_in_delivery && o.reply.positive() && !jobs[i].envelope.delivery_key.empty()) {
+        delivery_keys.insert(jobs[i].envelope.delivery_key);
+        o.key_recorded = true;
+      }
       outs.push_back(o);
       delivered.push_back(jobs[i]);
     }
@@ -342,4 +351,27 @@ TEST_CASE("XTERN-DELIVERY-ID: a repeated delivery id is answered without a secon
   other.replace(other.find("Q1"), 2, "Q2");
   f.send(other);
   CHECK(f.host.delivered.size() == 5);
+}
+
+TEST_CASE("XTERN-DELIVERY-ID: pairs a delivery recorded with its UID are not recorded again", "[lmtp_session]") {
+  Fixture f;
+  f.host.ids = true;
+  f.host.keys_in_delivery = true;
+  f.send("LHLO mx\r\n");
+  const std::string txn =
+      "MAIL FROM:<a@example.org> XTERN-DELIVERY-ID=Q7\r\nRCPT TO:<demo@example.test>\r\nRCPT TO:<sys@example.test>\r\n"
+      "DATA\r\nSubject: once\r\n\r\nx\r\n.\r\n";
+  CHECK(codes(f.send(txn)) == std::vector<std::string>{"250", "250", "250", "354", "250", "250"});
+  REQUIRE(f.host.delivered.size() == 2);
+  CHECK(f.host.delivered[0].envelope.delivery_key == delivery_key("Q7", "demo@example.test"));
+  CHECK(f.host.delivery_keys.size() == 2);
+  CHECK(f.host.recorded.empty());  // no separate record: no extra commit
+  std::string r = f.send(txn);
+  CHECK(codes(r) == std::vector<std::string>{"250", "250", "250", "354", "250", "250"});
+  CHECK(r.find("<sys@example.test> Ok: already delivered") != std::string::npos);
+  CHECK(f.host.delivered.size() == 2);
+  // Without a delivery id there is no key to record.
+  f.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<demo@example.test>\r\nDATA\r\nSubject: x\r\n\r\nx\r\n.\r\n");
+  REQUIRE(f.host.delivered.size() == 3);
+  CHECK(f.host.delivered[2].envelope.delivery_key.empty());
 }
