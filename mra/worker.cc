@@ -196,6 +196,7 @@ class WatchedMailbox : public Mailbox {
     return inner_->fetch_meta(uids);
   }
   Result<std::string> read(uint32_t uid) override { return inner_->read(uid); }
+  Result<std::string> read_header(uint32_t uid) override { return inner_->read_header(uid); }
   Result<StoreResult> store(const std::vector<uint32_t>& uids, StoreMode mode, const std::vector<std::string>& flags,
                             std::optional<uint64_t> unchanged_since) override {
     return inner_->store(uids, mode, flags, unchanged_since);
