@@ -1,5 +1,6 @@
 #include "mra/worker.h"
 
+#include <malloc.h>
 #include <signal.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
@@ -527,6 +528,13 @@ class Worker {
     // Destroyed outside the connection's callback; the mailbox handle (and the
     // store, when it is the user's last session) go with it.
     loop_.post([s] {});
+    if (sessions_.empty()) {
+      // The last session is gone: give the heap that the sessions' buffers grew
+      // (FETCH output, messages read) back to the system, or a worker that lingers
+      // for the next login keeps its busiest moment's memory (glibc keeps freed
+      // memory below the top of the heap). Posted after the release above.
+      loop_.post([] { ::malloc_trim(0); });
+    }
     maybe_exit();
   }
 
