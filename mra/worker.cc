@@ -585,12 +585,14 @@ int worker_main(int argc, char** argv) {
     }
   }
   ::signal(SIGPIPE, SIG_IGN);
-  // A fixed mmap threshold: allocations of 256 KiB and more (LMDB's per-environment
-  // page lists, FETCH output, large messages) get their own mapping, given back when
-  // freed. glibc's default raises the threshold to the largest block freed so far,
-  // after which such blocks come from the heap: a worker reused after a busy run
-  // grew to 46 MiB for 500 idle sessions (bench/run idle, second run), 8 MiB when fresh.
-  ::mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+  // A fixed mmap threshold: allocations of 1 MiB and more (LMDB's page lists, 1 MiB
+  // and 2 MiB for every user store opened; messages over 1 MiB) get their own
+  // mapping, given back when freed. glibc's default raises the threshold to the
+  // largest block freed so far, after which such blocks come from the heap: a worker
+  // reused after a busy run grew to 46 MiB for 500 idle sessions (bench/run idle,
+  // second run), 8 MiB when fresh. Not lower: FETCH's 256 KiB output chunks are
+  // better reused from the heap than mapped and faulted in for every chunk.
+  ::mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
   common::Config cfg = common::load_config_or_exit(config_path, overrides);
   common::init_logging(cfg, "imap", debug);
   if (::geteuid() == 0 || ::getuid() == 0) common::log::fatal_exit(EX_NOPERM, "tern-mra --worker refuses to run as root");
