@@ -74,6 +74,9 @@ class TernSuite:
             "auth_password_scheme": SCHEME,
             "disable_plaintext_auth": "no",
             "mail_max_userip_connections": "100000",
+            # Dovecot has no per-user limit; ours (50) refused the 10,000-connection
+            # idle run at connection 1,001 (20 users x 50).
+            "mail_max_user_connections": "100000",
             "login_max_connections_per_ip": "100000",
             "login_max_connections": "100000",
         })

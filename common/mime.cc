@@ -30,6 +30,18 @@ class MessageParser {
     if (lim_.max_parts == 0) lim_.max_parts = 1;
   }
 
+  // The root's header only (Message::parse_header_only).
+  void run_header_only() {
+    m_.parts_.emplace_back();
+    Part& p = m_.parts_.back();
+    size_t he = header_end(0);
+    p.header = parse_header_section(std::string_view(s_).substr(0, he), lim_.max_header_fields);
+    p.body_begin = he;
+    p.body_end = s_.size();
+    p.body_lines = count_lf(std::string_view(s_).substr(he));
+    analyse_headers(p, false);
+  }
+
   void run() {
     size_t pos = begin_entity(0, std::nullopt, 0, false);
     size_t n = s_.size();
@@ -120,6 +132,9 @@ class MessageParser {
   // Scans a header section starting at `pos`: it ends after a blank line, at the end
   // of input, or before a line that is an open boundary (a part without a body).
   size_t header_end(size_t pos) const {
+    // No open boundary (the message itself, an encapsulated message outside any
+    // multipart): the shared rule, which IMAP's header-only fetches rely on.
+    if (bounds_.empty()) return pos + header_section_end(std::string_view(s_).substr(pos));
     size_t n = s_.size();
     while (pos < n) {
       size_t lf = s_.find('\n', pos);
@@ -243,6 +258,29 @@ Message Message::parse(std::string raw, const Limits& limits) {
     if (p.kind == Part::Kind::kMessage && p.children.empty()) p.kind = Part::Kind::kLeaf;
   }
   return m;
+}
+
+Message Message::parse_header_only(std::string raw, const Limits& limits) {
+  Message m;
+  m.raw_ = std::make_shared<const std::string>(std::move(raw));
+  MessageParser(m, limits).run_header_only();
+  return m;
+}
+
+size_t header_section_end(std::string_view raw) {
+  size_t n = raw.size();
+  size_t pos = 0;
+  while (pos < n) {
+    const void* p = std::memchr(raw.data() + pos, '\n', n - pos);
+    if (!p) {
+      // The last line, without a line end: empty only if it is a lone CR.
+      return n;
+    }
+    size_t lf = static_cast<size_t>(static_cast<const char*>(p) - raw.data());
+    if (lf == pos || (lf == pos + 1 && raw[pos] == '\r')) return lf + 1;
+    pos = lf + 1;
+  }
+  return n;
 }
 
 std::string_view Message::header_text(const Part& p) const {

@@ -78,6 +78,16 @@ class Message {
   // Message is copied or moved).
   static Message parse(std::string raw, const Limits& limits = {});
 
+  // Parses only the message's own header section: root() is complete as far as its
+  // header goes (header, content type and the other Content-* fields, header_begin,
+  // body_begin) and its body is the rest of `raw` (body_end = raw.size(), body_lines
+  // counted), but no body part is looked at: root() is a leaf without children
+  // whatever its type. For callers that need the header, the text after it or the
+  // whole message, not the MIME structure (IMAP BODY[HEADER], BODY[TEXT], BODY[],
+  // ENVELOPE): header_text(root()) and body_text(root()) equal those of parse().
+  // `raw` may also be just the header section (see header_section_end()).
+  static Message parse_header_only(std::string raw, const Limits& limits = {});
+
   const std::string& raw() const { return *raw_; }
   const std::vector<Part>& parts() const { return parts_; }
   const Part& root() const { return parts_[0]; }
@@ -121,5 +131,13 @@ class Message {
 // Converts every bare LF to CRLF (a CR not followed by LF is kept): the form IMAP and
 // POP3 serve, whatever the store keeps.
 std::string to_crlf(std::string_view s);
+
+// Where a message's own header section ends in `raw`: after the first empty line
+// (LF or CRLF; a line holding only CR counts as empty, as the line end is CRLF), or
+// at raw.size() when there is none. The same rule parse() applies to the root part,
+// so header_text(root()) is raw.substr(0, header_section_end(raw)). Line ends map
+// one to one between the stored and the CRLF form, so the end found in a stored
+// (LF) file, converted by to_crlf(), is the end of the CRLF form's header.
+size_t header_section_end(std::string_view raw);
 
 }  // namespace tern::common::mime

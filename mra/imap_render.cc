@@ -1,6 +1,7 @@
 #include "mra/imap_render.h"
 
 #include <cstdio>
+#include <cstring>
 
 #include "common/mime_address.h"
 #include "common/mime_charset.h"
@@ -58,8 +59,13 @@ void append_literal(std::string& out, std::string_view data) {
   out += "}\r\n";
   size_t start = out.size();
   out.append(data);
-  for (size_t i = start; i < out.size(); ++i) {
-    if (out[i] == '\0') out[i] = static_cast<char>(0x80);
+  // NUL is not allowed in a literal (RFC 3501 4.3): shown as 0x80. memchr, as a
+  // body of megabytes normally has none.
+  for (size_t i = start; i < out.size();) {
+    void* p = std::memchr(out.data() + i, '\0', out.size() - i);
+    if (!p) break;
+    *static_cast<char*>(p) = static_cast<char>(0x80);
+    i = static_cast<size_t>(static_cast<char*>(p) - out.data()) + 1;
   }
 }
 

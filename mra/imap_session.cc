@@ -161,6 +161,40 @@ bool uses_modseq(const SearchKey& key) {
 
 }  // namespace
 
+namespace {
+
+// How much of a message a FETCH item needs parsed. Ordered: a deeper parse serves
+// every shallower need.
+enum class Depth {
+  kHeader,  // the message's own header section (HEADER, HEADER.FIELDS, ENVELOPE)
+  kRoot,    // the whole message, MIME structure not needed (BODY[], RFC822, TEXT)
+  kFull,    // the MIME tree (part numbers, BODYSTRUCTURE, BINARY)
+};
+
+// What section_content() reads for an item: without a part number, HEADER* needs
+// the header section only and TEXT / the whole message the root part; MIME and
+// anything with a part number need the tree.
+Depth depth_for(const FetchAtt& f) {
+  using K = FetchAtt::Kind;
+  using Spec = Section::Spec;
+  if (f.kind == K::kRfc822Header) return Depth::kHeader;
+  if (f.kind == K::kRfc822 || f.kind == K::kRfc822Text) return Depth::kRoot;
+  if (f.kind != K::kBodySection || !f.section.part.empty()) return Depth::kFull;
+  switch (f.section.spec) {
+    case Spec::kHeader:
+    case Spec::kHeaderFields:
+    case Spec::kHeaderFieldsNot:
+      return Depth::kHeader;
+    case Spec::kNone:
+    case Spec::kText:
+      return Depth::kRoot;
+    default:
+      return Depth::kFull;
+  }
+}
+
+}  // namespace
+
 struct ImapSession::FetchJob {
   std::string tag;
   bool uid = false;
@@ -1201,18 +1235,30 @@ ImapSession::Step ImapSession::continue_fetch() {
       }
       MessageMeta& m = metas[mi];
       if (job.changed_since && m.modseq <= *job.changed_since) continue;
+      // The message is read and parsed only as far as the items need (Depth): a
+      // FETCH of headers reads the header section alone, BODY[] and TEXT skip the
+      // MIME parse. A deeper need later in the list parses again, fully.
       std::optional<mime::Message> parsed;
+      Depth parsed_depth = Depth::kHeader;
       bool load_failed = false;
-      auto load = [&]() -> const mime::Message* {
-        if (!parsed && !load_failed) {
-          Result<std::string> r = mailbox_->read(m.uid);
-          if (!r) {
-            load_failed = true;
-            return nullptr;
-          }
+      auto load = [&](Depth need) -> const mime::Message* {
+        if (load_failed) return nullptr;
+        if (parsed && parsed_depth >= need) return &*parsed;
+        Result<std::string> r = need == Depth::kHeader ? mailbox_->read_header(m.uid) : mailbox_->read(m.uid);
+        if (!r) {
+          load_failed = true;
+          return nullptr;
+        }
+        if (need == Depth::kHeader) {
+          std::string_view raw = r.value();
+          parsed = mime::Message::parse_header_only(mime::to_crlf(raw.substr(0, mime::header_section_end(raw))));
+        } else if (need == Depth::kRoot) {
+          parsed = mime::Message::parse_header_only(mime::to_crlf(r.value()));
+        } else {
           parsed = mime::Message::parse(mime::to_crlf(r.value()));
         }
-        return parsed ? &*parsed : nullptr;
+        parsed_depth = need;
+        return &*parsed;
       };
       bool seen_changed = false;
       if (job.set_seen && !has_flag(m.flags, "\\Seen")) {
@@ -1223,12 +1269,19 @@ ImapSession::Step ImapSession::continue_fetch() {
           seen_changed = true;
         }
       }
-      std::string items;
+      // The response is written straight into the output (a body is copied once);
+      // a message that cannot be fetched after all is cut off again.
+      const size_t mark = s.out.size();
+      s.out += "* ";
+      s.out += std::to_string(seq);
+      s.out += " FETCH (";
+      const size_t items_start = s.out.size();
+      std::string& items = s.out;
       bool failed = false;
       bool flags_done = false;
       bool modseq_done = false;
       auto sp = [&] {
-        if (!items.empty()) items += ' ';
+        if (items.size() > items_start) items += ' ';
       };
       bool has_uid_att = std::any_of(job.atts.begin(), job.atts.end(), [](const FetchAtt& f) { return f.kind == K::kUid; });
       if (job.uid && !has_uid_att) items += "UID " + std::to_string(m.uid);
@@ -1269,7 +1322,7 @@ ImapSession::Step ImapSession::continue_fetch() {
             if (cached) {
               value = std::move(*cached);
             } else {
-              const mime::Message* msg = load();
+              const mime::Message* msg = load(f.kind == K::kEnvelope ? Depth::kHeader : Depth::kFull);
               if (!msg) {
                 failed = true;
                 break;
@@ -1289,7 +1342,7 @@ ImapSession::Step ImapSession::continue_fetch() {
           case K::kRfc822Header:
           case K::kRfc822Text:
           case K::kBodySection: {
-            const mime::Message* msg = load();
+            const mime::Message* msg = load(depth_for(f));
             if (!msg) {
               failed = true;
               break;
@@ -1320,7 +1373,7 @@ ImapSession::Step ImapSession::continue_fetch() {
           }
           case K::kBinary:
           case K::kBinarySize: {
-            const mime::Message* msg = load();
+            const mime::Message* msg = load(Depth::kFull);
             if (!msg) {
               failed = true;
               break;
@@ -1350,6 +1403,7 @@ ImapSession::Step ImapSession::continue_fetch() {
         }
       }
       if (failed) {
+        s.out.resize(mark);
         if (load_failed) job.expunge_issued = true;
         continue;
       }
@@ -1361,7 +1415,7 @@ ImapSession::Step ImapSession::continue_fetch() {
         sp();
         items += "MODSEQ (" + std::to_string(m.modseq) + ")";
       }
-      s.out += "* " + std::to_string(seq) + " FETCH (" + items + ")\r\n";
+      s.out += ")\r\n";
     }
   }
   if (job.next < job.seqs.size()) {

@@ -1,5 +1,6 @@
 #include "mra/login_server.h"
 
+#include <malloc.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -601,6 +602,16 @@ void LoginServer::closed(const std::shared_ptr<Client>& c) {
   clients_.erase(c->id);
   // Objects owning loop handles are destroyed outside their own callbacks.
   ctx_.loop->post([keep] {});
+  // No client left: return the heap their buffers and TLS sessions grew (glibc keeps
+  // freed memory below the heap's top otherwise), so a burst of logins does not stay
+  // in the login process's footprint.
+  // A second later and only if still so, not on every gap between two logins.
+  if (clients_.empty()) {
+    if (!trim_timer_) trim_timer_ = std::make_unique<common::ev::Timer>(*ctx_.loop);
+    trim_timer_->start(1000, [this] {
+      if (clients_.empty()) ::malloc_trim(0);
+    });
+  }
   maybe_stopped();
 }
 

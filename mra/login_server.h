@@ -74,6 +74,7 @@ class LoginServer {
   // Shutting down: called once the last relay has closed (or the grace ran out).
   std::function<void()> stopped_;
   std::unique_ptr<common::ev::Timer> stop_timer_;
+  std::unique_ptr<common::ev::Timer> trim_timer_;  // malloc_trim once no client is left
   void maybe_stopped();
 };
 

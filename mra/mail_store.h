@@ -147,6 +147,11 @@ class Mailbox {
 
   // The message as stored (LF or CRLF line ends). kNotFound once it is expunged.
   virtual Result<std::string> read(uint32_t uid) = 0;
+  // The start of the message as stored: at least its whole header section
+  // (mime::header_section_end() of what is returned is the header's end, not the
+  // end of a cut-off read), possibly more. For FETCH of headers, so a store need
+  // not read a large body. The default reads it all.
+  virtual Result<std::string> read_header(uint32_t uid) { return read(uid); }
 
   // Changes flags of the given UIDs; UIDs that no longer exist are skipped. With
   // `unchanged_since`, messages whose modseq is higher are not changed but listed in

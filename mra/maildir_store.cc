@@ -57,16 +57,60 @@ Result<std::string> read_file(const std::string& path, size_t max) {
     return common::errno_error("open " + path, errno);
   }
   std::string out;
-  char buf[65536];
+  // One allocation and (usually) one read for the size the file has now; it may
+  // still grow or shrink meanwhile, so read on until EOF.
+  struct stat st;
+  size_t expect = ::fstat(fd.get(), &st) == 0 && st.st_size > 0 ? static_cast<size_t>(st.st_size) : 0;
+  if (expect > max) return make_error(ErrorKind::kTooBig, path + " is larger than " + std::to_string(max) + " bytes");
+  out.resize(expect + 1);  // +1: EOF is seen by the same read when the size held
+  size_t have = 0;
   while (true) {
-    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (have == out.size()) out.resize(std::min(max + 1, out.size() * 2 + 65536));
+    ssize_t n = ::read(fd.get(), out.data() + have, out.size() - have);
     if (n < 0) {
       if (errno == EINTR) continue;
       return common::errno_error("read " + path, errno);
     }
     if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
+    have += static_cast<size_t>(n);
+    if (have > max) return make_error(ErrorKind::kTooBig, path + " is larger than " + std::to_string(max) + " bytes");
+  }
+  out.resize(have);
+  return out;
+}
+
+// The start of a message file, at least through the blank line that ends its header
+// section (Mailbox::read_header()): read in pieces until a complete empty line (LF or
+// CRLF, as mime::header_section_end() sees one) or EOF. Missing file: "" as read_file().
+Result<std::string> read_file_head(const std::string& path, size_t max) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd) {
+    if (errno == ENOENT) return std::string();
+    return common::errno_error("open " + path, errno);
+  }
+  std::string out;
+  size_t line = 0;  // start of the first line not yet seen whole
+  size_t chunk = 8192;
+  while (true) {
+    size_t have = out.size();
+    out.resize(have + chunk);
+    ssize_t n = ::read(fd.get(), out.data() + have, chunk);
+    if (n < 0) {
+      if (errno == EINTR) {
+        out.resize(have);
+        continue;
+      }
+      return common::errno_error("read " + path, errno);
+    }
+    out.resize(have + static_cast<size_t>(n));
+    if (n == 0) break;
     if (out.size() > max) return make_error(ErrorKind::kTooBig, path + " is larger than " + std::to_string(max) + " bytes");
+    while (const void* p = std::memchr(out.data() + line, '\n', out.size() - line)) {
+      size_t lf = static_cast<size_t>(static_cast<const char*>(p) - out.data());
+      if (lf == line || (lf == line + 1 && out[line] == '\r')) return out;
+      line = lf + 1;
+    }
+    chunk = std::min<size_t>(chunk * 2, 1 << 20);  // long headers: fewer, bigger reads
   }
   return out;
 }
@@ -342,13 +386,17 @@ class MaildirMailbox : public Mailbox {
     return out;
   }
 
-  Result<std::string> read(uint32_t uid) override {
+  Result<std::string> read(uint32_t uid) override { return read_message(uid, false); }
+  Result<std::string> read_header(uint32_t uid) override { return read_message(uid, true); }
+
+  Result<std::string> read_message(uint32_t uid, bool header_only) {
     for (int attempt = 0; attempt < 2; ++attempt) {
       Result<index::MessageRecord> rec = store_.index().message(disk_, uid);
       if (!rec) return rec.take_error();
       // Bounded by the largest message tern-mda or APPEND accepts; 1 GiB guards against
       // a file someone else put there.
-      Result<std::string> data = read_file(rec->path(dir_), size_t{1} << 30);
+      Result<std::string> data = header_only ? read_file_head(rec->path(dir_), size_t{1} << 30)
+                                             : read_file(rec->path(dir_), size_t{1} << 30);
       if (!data) return data.take_error();
       struct stat st;
       if (!data->empty() || ::stat(rec->path(dir_).c_str(), &st) == 0) return data;

@@ -1,6 +1,7 @@
 #include "mra/pop3_session.h"
 
 #include <cstdio>
+#include <cstring>
 
 #include "common/mime.h"
 #include "common/text.h"
@@ -16,30 +17,52 @@ bool is_plaintext_mechanism(std::string_view m) { return m == "PLAIN" || m == "L
 
 }  // namespace
 
-std::string dot_stuff(std::string_view raw, std::optional<uint32_t> body_lines) {
-  std::string crlf = mime::to_crlf(raw);
-  std::string_view src = crlf;
-  if (body_lines) {
-    // The header section (with its blank line), then `body_lines` lines of body.
-    size_t end = crlf.find("\r\n\r\n");
-    size_t pos = end == std::string::npos ? crlf.size() : end + 4;
-    if (crlf.rfind("\r\n", 0) == 0) pos = 2;  // no header at all: an empty first line
-    for (uint32_t i = 0; i < *body_lines && pos < crlf.size(); ++i) {
-      size_t lf = crlf.find('\n', pos);
-      pos = lf == std::string::npos ? crlf.size() : lf + 1;
-    }
-    src = std::string_view(crlf).substr(0, pos);
-  }
-  std::string out;
-  out.reserve(src.size() + src.size() / 64 + 8);
+void append_dot_stuffed(std::string& out, std::string_view raw) {
+  // One pass, a line at a time (memchr finds the line ends): a leading '.' doubled,
+  // a bare LF written as CRLF (a CR before an LF is kept, a CR elsewhere is data, as
+  // mime::to_crlf() has it), a missing final line end added, then the terminator.
+  out.reserve(out.size() + raw.size() + raw.size() / 16 + 8);
+  const char* d = raw.data();
+  const size_t n = raw.size();
+  size_t i = 0;
   bool line_start = true;
-  for (char c : src) {
-    if (line_start && c == '.') out += '.';
-    out += c;
-    line_start = c == '\n';
+  while (i < n) {
+    if (d[i] == '.') out += '.';  // i is always the start of a line here
+    const void* p = std::memchr(d + i, '\n', n - i);
+    if (!p) {
+      out.append(d + i, n - i);
+      line_start = false;
+      break;
+    }
+    size_t lf = static_cast<size_t>(static_cast<const char*>(p) - d);
+    if (lf > i && d[lf - 1] == '\r') {
+      out.append(d + i, lf + 1 - i);
+    } else {
+      out.append(d + i, lf - i);
+      out.append("\r\n", 2);
+    }
+    i = lf + 1;
   }
-  if (!out.empty() && !line_start) out += "\r\n";
-  out += ".\r\n";
+  if (!line_start) out.append("\r\n", 2);
+  out.append(".\r\n", 3);
+}
+
+std::string dot_stuff(std::string_view raw, std::optional<uint32_t> body_lines) {
+  std::string out;
+  if (!body_lines) {
+    append_dot_stuffed(out, raw);
+    return out;
+  }
+  std::string crlf = mime::to_crlf(raw);
+  // The header section (with its blank line), then `body_lines` lines of body.
+  size_t end = crlf.find("\r\n\r\n");
+  size_t pos = end == std::string::npos ? crlf.size() : end + 4;
+  if (crlf.rfind("\r\n", 0) == 0) pos = 2;  // no header at all: an empty first line
+  for (uint32_t i = 0; i < *body_lines && pos < crlf.size(); ++i) {
+    size_t lf = crlf.find('\n', pos);
+    pos = lf == std::string::npos ? crlf.size() : lf + 1;
+  }
+  append_dot_stuffed(out, std::string_view(crlf).substr(0, pos));
   return out;
 }
 
@@ -204,7 +227,9 @@ Pop3Session::Step Pop3Session::run(const Command& c) {
       }
       if (c.verb == Verb::kRetr) {
         m->retrieved = true;
-        return Step{"+OK " + std::to_string(m->size) + " octets\r\n" + dot_stuff(data.value()), Action::kContinue};
+        Step st{"+OK " + std::to_string(m->size) + " octets\r\n", Action::kContinue};
+        append_dot_stuffed(st.out, data.value());
+        return st;
       }
       return Step{"+OK\r\n" + dot_stuff(data.value(), c.lines), Action::kContinue};
     }

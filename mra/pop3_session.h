@@ -135,5 +135,7 @@ class Pop3Session {
 // final CRLF if missing, then ".\r\n" (RFC 1939 3). With `body_lines`, only the
 // header and that many body lines (TOP).
 std::string dot_stuff(std::string_view message, std::optional<uint32_t> body_lines = std::nullopt);
+// The same without TOP, appended to `out` in one pass over the stored message.
+void append_dot_stuffed(std::string& out, std::string_view message);
 
 }  // namespace tern::mra::pop3

@@ -12,9 +12,11 @@
 //      password having been checked by tern-authd;
 //   2. refuses uid 0 and uids outside first_valid_uid..last_valid_uid, and enforces
 //      mail_max_userip_connections and mail_max_user_connections;
-//   3. passes the connection to a session worker running as that uid and gid: an
-//      existing one with room (mra_worker_client_limit sessions each, so virtual
-//      users, who share mail_uid, share a few workers), or a new one, forked here,
+//   3. passes the connection to a session worker running as that uid and gid: the
+//      least busy of that uid's workers with room (mra_worker_client_limit sessions
+//      each), or a new one while the uid has fewer than mra_workers_per_uid (one per
+//      CPU by default: a worker is one loop on one core, and virtual users, who share
+//      mail_uid, would otherwise all share one core), forked here,
 //      switched to the uid/gid for good (setgroups, setresgid, setresuid, verified)
 //      and exec'ed as `tern-mra --worker`.
 // Workers report DONE per session; a worker that dies takes only its own sessions
@@ -344,11 +346,25 @@ class Postlogin {
     reply(it, handoff::encode("OK", {{"pid", std::to_string(w->pid)}, {"user", u.user}}));
   }
 
+  // The worker for a new session of this uid: the least busy of its workers, but a
+  // new one while the uid has fewer than mra_workers_per_uid and none is idle. One
+  // worker's loop runs on one core, and virtual users all share one uid: with a
+  // single worker, 20 busy clients of a 2-core machine would get one core.
   Worker* worker_for(uid_t uid, gid_t gid) {
     const size_t limit = static_cast<size_t>(cfg_.integer("mra_worker_client_limit"));
-    for (auto& [id, w] : workers_) {
-      if (w->uid == uid && w->gid == gid && w->sessions < limit) return w.get();
+    size_t spread = static_cast<size_t>(cfg_.integer("mra_workers_per_uid"));
+    if (spread == 0) {
+      long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+      spread = cpus > 0 ? static_cast<size_t>(cpus) : 1;
     }
+    Worker* best = nullptr;
+    size_t count = 0;
+    for (auto& [id, w] : workers_) {
+      if (w->uid != uid || w->gid != gid) continue;
+      ++count;
+      if (w->sessions < limit && (!best || w->sessions < best->sessions)) best = w.get();
+    }
+    if (best && (best->sessions == 0 || count >= spread)) return best;
     return spawn(uid, gid);
   }
 

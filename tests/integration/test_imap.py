@@ -517,7 +517,8 @@ def test_sigterm_ends_sessions_cleanly(mra):
     assert p.stat()[0] == 1
     pre = imap(mra, login=False)  # still talking to the login process
     pids = mra_pids(mra)
-    assert len(pids["workers"]) == 1
+    # The three sessions are spread over up to one worker per CPU (mra_workers_per_uid).
+    assert 1 <= len(pids["workers"]) <= max(1, min(3, os.cpu_count() or 1))
     import signal
     mra.proc.send_signal(signal.SIGTERM)
     # Each client is told, in its protocol, before the connection ends.
@@ -532,13 +533,48 @@ def test_sigterm_ends_sessions_cleanly(mra):
     assert f"tern-mra pid {pids['login']} stopped: exit status 0" in log
     assert f"tern-mra-postlogin pid {pids['postlogin']} stopped: exit status 0" in log
     assert log.count("Disconnected: Server shutting down. in=") == 3, log
-    # The worker ended on its own (no "exited with status", no signal), and the
+    # The workers ended on their own (no "exited with status", no signal), and the
     # POP3 maildrop was not changed (no QUIT).
-    assert f"session worker pid={pids['workers'][0]} was killed" not in log, log
-    assert f"session worker pid={pids['workers'][0]} exited" not in log, log
+    for w in pids["workers"]:
+        assert f"session worker pid={w} was killed" not in log, log
+        assert f"session worker pid={w} exited" not in log, log
     assert len(files_in(maildir_of(mra, USER), "cur")) + len(files_in(maildir_of(mra, USER), "new")) == 1
-    # tern-mra-postlogin reaped its worker before it exited itself.
-    assert not os.path.exists(f"/proc/{pids['workers'][0]}")
+    # tern-mra-postlogin reaped its workers before it exited itself.
+    for w in pids["workers"]:
+        assert not os.path.exists(f"/proc/{w}")
+
+
+@pytest.mark.parametrize("spread", [1, 2, 3])
+def test_sessions_of_one_uid_are_spread_over_workers(tern_factory, spread):
+    # Virtual users share one uid; one worker runs on one core, so their sessions go
+    # to mra_workers_per_uid workers, least busy first, each serving them correctly.
+    from mda_helpers import prepare_mail_dir
+    from mra_helpers import FAST
+    s = dict(FAST)
+    s["mra_workers_per_uid"] = str(spread)
+    t = tern_factory(settings=s, start=False)
+    prepare_mail_dir(t)
+    t.start()
+    add_user(t, USER, password=PW)
+    deliver(t, USER, "spread")
+    clients = [imap(t) for _ in range(2 * spread)]
+    for c in clients:
+        assert c.select("INBOX")[0] == "OK"
+        typ, data = c.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert typ == "OK" and b"Subject: spread" in data[0][1], data
+    workers = mra_pids(t)["workers"]
+    assert len(workers) == spread, workers
+    # Least busy first: every worker has two of the sessions.
+    per_worker = [len([fd for fd in os.listdir(f"/proc/{w}/fd")
+                       if os.readlink(f"/proc/{w}/fd/{fd}").startswith("socket:")]) for w in workers]
+    assert len(set(per_worker)) == 1, per_worker
+    # A change made in one worker's session reaches a session in another.
+    clients[0].store("1", "+FLAGS", "(\\Flagged)")
+    typ, data = clients[-1].fetch("1", "(FLAGS)")
+    assert typ == "OK" and b"\\Flagged" in data[0], data
+    for c in clients:
+        c.logout()
+    t.stop()
 
 
 def test_mail_max_userip_connections(tern_factory):

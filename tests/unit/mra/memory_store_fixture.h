@@ -73,6 +73,8 @@ class MemoryStore : public MailStore {
   void set_quota(QuotaInfo q) { quota_ = q; }
   // Reads fail with kTemp while set (an unreadable file).
   bool fail_reads = false;
+  int full_reads = 0;    // Mailbox::read() calls
+  int header_reads = 0;  // Mailbox::read_header() calls
 
   Result<std::vector<MailboxInfo>> list() override {
     std::vector<MailboxInfo> out;
@@ -226,11 +228,23 @@ class MemoryMailbox : public Mailbox {
   int meta_calls = 0;
 
   Result<std::string> read(uint32_t uid) override {
+    ++store_.full_reads;
     if (store_.fail_reads) return make_error(ErrorKind::kTemp, "read failed");
     for (const MemoryStore::Msg& m : box().msgs) {
       if (m.uid == uid) return m.data;
     }
     return make_error(ErrorKind::kNotFound, "expunged");
+  }
+
+  // Like a real store's: the header section and a little of what follows (not the
+  // whole message, so a session that used it for more than the header would fail).
+  Result<std::string> read_header(uint32_t uid) override {
+    ++store_.header_reads;
+    --store_.full_reads;  // the read() below is not one
+    Result<std::string> r = read(uid);
+    if (!r) return r;
+    size_t end = tern::common::mime::header_section_end(*r);
+    return r->substr(0, std::min(r->size(), end + 3));
   }
 
   Result<StoreResult> store(const std::vector<uint32_t>& uids, StoreMode mode, const std::vector<std::string>& flags,
