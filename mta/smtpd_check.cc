@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
+#include <cerrno>
+#include <fstream>
 #include <functional>
 
 #include "common/cidr.h"
@@ -472,6 +474,13 @@ Verdict lookup_keys(const Item& it, const std::vector<std::string>& keys, const 
   *found = false;
   for (const std::string& k : keys) {
     if (k.empty()) continue;
+    if (it.cidr) {
+      if (std::optional<std::string> c = it.cidr->lookup(k)) {
+        *found = true;
+        return table_result(it.arg, *c, k, subj, cls, x);
+      }
+      continue;
+    }
     Result<std::optional<std::string>> v = it.map->lookup(k);
     if (!v) {
       common::log::warning("%s: table lookup problem: %s", it.arg.c_str(), v.error().message.c_str());
@@ -743,7 +752,7 @@ Verdict eval_items(const std::vector<Item>& items, const std::string& subj, cons
       }
     } else if (r == "check_client_access" || r == "check_reverse_client_hostname_access" ||
                r == "check_helo_access" || r == "check_sender_access" || r == "check_recipient_access") {
-      if (!item.map) {
+      if (!item.map && !item.cidr) {
         common::log::warning("restriction %s without a table", r.c_str());
         return server_error();
       }
@@ -876,6 +885,49 @@ Verdict eval_items(const std::vector<Item>& items, const std::string& subj, cons
 
 }  // namespace
 
+std::optional<std::string> Restrictions::CidrTable::lookup(const std::string& key) const {
+  uint8_t a[16];
+  if (!common::parse_ip(key, a)) return std::nullopt;  // names and partial addresses never match
+  for (const auto& [nets, value] : entries) {
+    if (nets.contains(key)) return value;
+  }
+  return std::nullopt;
+}
+
+namespace {
+
+// Reads a cidr: table; errors name "path:line".
+Result<std::shared_ptr<Restrictions::CidrTable>> load_cidr(const std::string& path) {
+  if (path.empty() || path[0] != '/') {
+    return common::make_error(common::ErrorKind::kConfig, "cidr:" + path + ": the path must be absolute");
+  }
+  std::ifstream in(path);
+  if (!in) return common::errno_error("cidr:" + path, errno);
+  auto t = std::make_shared<Restrictions::CidrTable>();
+  std::string line;
+  int n = 0;
+  while (std::getline(in, line)) {
+    ++n;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    std::string_view v = common::trim(line);
+    if (v.empty() || v[0] == '#') continue;
+    size_t sp = v.find_first_of(" \t");
+    std::string net(v.substr(0, sp));
+    std::string value = sp == std::string_view::npos ? "" : std::string(common::trim(v.substr(sp)));
+    const std::string where = path + ":" + std::to_string(n);
+    if (net[0] == '!' || common::iequals(net, "if") || common::iequals(net, "endif")) {
+      return common::make_error(common::ErrorKind::kConfig, where + ": negation and if/endif are not supported");
+    }
+    if (value.empty()) return common::make_error(common::ErrorKind::kConfig, where + ": no value for '" + net + "'");
+    Result<common::NetworkList> nl = common::NetworkList::parse({net});
+    if (!nl) return common::make_error(common::ErrorKind::kConfig, where + ": " + nl.error().message);
+    t->entries.emplace_back(std::move(nl).value(), value);
+  }
+  return t;
+}
+
+}  // namespace
+
 Result<Restrictions> Restrictions::parse(const std::vector<std::string>& items, const std::string& key) {
   Restrictions r;
   for (size_t i = 0; i < items.size(); ++i) {
@@ -898,7 +950,14 @@ Result<Restrictions> Restrictions::parse(const std::vector<std::string>& items, 
         if (it.arg.find(':') == std::string::npos) {
           return common::make_error(common::ErrorKind::kConfig, key + ": " + it.name + " " +
                                                                     common::log_escape(it.arg, 100) +
-                                                                    ": expected type:table (hash:, lmdb:, texthash:)");
+                                                                    ": expected type:table (hash:, lmdb:, texthash:, cidr:)");
+        }
+        if (common::to_lower(it.arg.substr(0, 5)) == "cidr:") {
+          Result<std::shared_ptr<CidrTable>> t = load_cidr(it.arg.substr(5));
+          if (!t) return common::make_error(common::ErrorKind::kConfig, key + ": " + it.name + ": " + t.error().message);
+          it.cidr = std::move(t).value();
+          r.items_.push_back(std::move(it));
+          continue;
         }
         Result<std::unique_ptr<common::Map>> m = common::Map::open(it.arg, common::MapSyntax::kPostmap);
         if (!m) return common::make_error(common::ErrorKind::kConfig, key + ": " + it.name + ": " + m.error().message);

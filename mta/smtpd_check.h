@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/cidr.h"
 #include "common/config.h"
 #include "common/dns.h"
 #include "common/maps.h"
@@ -170,10 +171,17 @@ class Restrictions {
   Verdict evaluate(CheckStage stage, const CheckFacts& facts, const CheckCodes& codes,
                    Effects* effects = nullptr) const;
 
+  // A cidr: table (Postfix cidr_table(5)): "network/prefix value" lines, the first
+  // network that contains the address decides; read once at start-up.
+  struct CidrTable {
+    std::vector<std::pair<common::NetworkList, std::string>> entries;
+    std::optional<std::string> lookup(const std::string& key) const;
+  };
   struct Item {
     std::string name;                   // lower-cased restriction name
     std::string arg;                    // the table or DNS zone that follows it, if it takes one
-    std::shared_ptr<common::Map> map;   // check_*_access
+    std::shared_ptr<common::Map> map;   // check_*_access with hash:, lmdb:, texthash:
+    std::shared_ptr<CidrTable> cidr;    // check_*_access with cidr:
   };
 
  private:

@@ -171,6 +171,41 @@ def test_client_and_helo_access(tern_factory):
            "helo=<client.example.org>" in log
 
 
+def test_client_access_cidr(tern_factory):
+    nets = write_table("client_cidr", "# cidr_table(5)\n127.0.0.2/32 REJECT listed host\n"
+                                      "127.0.0.0/30 OK\n127.0.0.0/8 DEFER loopback net\n")
+    t = tern_factory(settings=mta_settings(mynetworks=OUTSIDE, master_services="authd, mta",
+                                           smtpd_client_restrictions=f"check_client_access cidr:{nets}"))
+    add_user(t, "alice@example.test")
+    # First match wins: 127.0.0.2 is in all three networks.
+    assert rcpt_result(t, "a@sender.example", source="127.0.0.2") == (
+        554, "5.7.1 <localhost[127.0.0.2]>: Client host rejected: listed host")
+    assert rcpt_result(t, "a@sender.example", source="127.0.0.3")[0] == 250
+    assert rcpt_result(t, "a@sender.example", source="127.0.0.9") == (
+        450, "4.7.1 <localhost[127.0.0.9]>: Client host rejected: loopback net")
+
+
+def test_early_checks_without_delay_reject(tern_factory, rbl_dns):
+    # smtpd_delay_reject = no: HELO and MAIL are refused at once, after their DNS
+    # list lookups (asynchronous: the session waits for them).
+    t = tern_factory(settings=mta_settings(
+        dns_servers=rbl_dns, mynetworks=OUTSIDE, master_services="authd, mta", smtpd_delay_reject="no",
+        smtpd_helo_restrictions="reject_rhsbl_helo dbl.test",
+        smtpd_sender_restrictions="reject_rhsbl_sender dbl.test"))
+    s = Raw(t.port("smtp"))
+    assert s.reply()[0] == 220
+    assert s.cmd("EHLO bad-helo.example") == (
+        554, ["5.7.1 Service unavailable; Helo command [bad-helo.example] blocked using dbl.test"])
+    assert s.cmd("EHLO good.example")[0] == 250
+    assert s.cmd("MAIL FROM:<a@spammer.example>") == (
+        554, ["5.7.1 Service unavailable; Sender address [a@spammer.example] blocked using dbl.test"])
+    assert s.cmd("MAIL FROM:<a@fine.example>")[0] == 250
+    s.cmd("QUIT")
+    log = t.wait_log("blocked using dbl.test; from=<a@spammer.example>")
+    assert "reject: EHLO from unknown[127.0.0.1]: 554 5.7.1 Service unavailable; Helo command " \
+           "[bad-helo.example] blocked using dbl.test" in log
+
+
 def test_recipient_access_with_a_nested_restriction_list(tern_factory):
     rcpts = write_table("recipient_access", "internal@example.test permit_mynetworks, reject\n"
                                             "example.test DEFER_IF_PERMIT Try later\n"

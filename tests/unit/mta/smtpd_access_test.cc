@@ -376,3 +376,30 @@ TEST_CASE("reject_unauth_pipelining") {
   CHECK(text(l.evaluate(CheckStage::kData, f, c)) ==
         "503 5.5.0 <DATA>: Data command rejected: Improper use of SMTP command pipelining");
 }
+
+TEST_CASE("cidr: tables: the first network containing the client address decides") {
+  Table t(
+      "# comment\n"
+      "192.0.2.128/25 OK\n"
+      "192.0.2.0/24 REJECT whole net\n"
+      "[2001:db8::]/32 REJECT v6 net\n"
+      "198.51.100.7 DEFER one host\n");
+  auto l = list({"check_client_access", "cidr:" + t.file, "permit"});
+  CheckCodes c;
+  auto run = [&](const std::string& addr, const std::string& name = "unknown") {
+    CheckFacts f = client(name, addr);
+    return text(l.evaluate(CheckStage::kClient, f, c));
+  };
+  CHECK(run("192.0.2.200") == "permit");
+  CHECK(run("192.0.2.10") == "554 5.7.1 <unknown[192.0.2.10]>: Client host rejected: whole net");
+  CHECK(run("2001:db8::5") == "554 5.7.1 <unknown[2001:db8::5]>: Client host rejected: v6 net");
+  CHECK(run("198.51.100.7") == "450 4.7.1 <unknown[198.51.100.7]>: Client host rejected: one host");
+  CHECK(run("198.51.100.8") == "permit");
+  // Names are looked up first but never match a cidr: table; the address does.
+  CHECK(run("192.0.2.10", "mail.example.com") == "554 5.7.1 <mail.example.com[192.0.2.10]>: Client host rejected: whole net");
+
+  Table bad("192.0.2.0/24 OK\nnot-a-network REJECT\n");
+  auto r = Restrictions::parse({"check_client_access", "cidr:" + bad.file}, "main.cf:4: smtpd_client_restrictions");
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().message.find(bad.file + ":2: ") != std::string::npos);
+}
