@@ -484,9 +484,16 @@ void Session::greet() {
 void Session::note_pipelining(std::string_view after, std::string_view pending) {
   if (ill_pipelining_) return;
   ill_pipelining_ = true;
-  std::string first(pending.substr(0, pending.find_first_of("\r\n")));
+  // Postfix logs the first pending line. Not after STARTTLS: those plaintext bytes
+  // are thrown away unread (CVE-2011-0411), so only their count is logged.
+  std::string what;
+  if (after == "STARTTLS") {
+    what = std::to_string(pending.size()) + " bytes discarded";
+  } else {
+    what = common::log_escape(pending.substr(0, pending.find_first_of("\r\n")), 100);
+  }
   common::log::logf(common::log::Level::kInfo, "smtpd", "improper command pipelining after %s from %s: %s",
-                    std::string(after).c_str(), client_.c_str(), common::log_escape(first, 100).c_str());
+                    std::string(after).c_str(), client_.c_str(), what.c_str());
 }
 
 void Session::begin_wait() {

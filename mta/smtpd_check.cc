@@ -235,9 +235,24 @@ std::vector<std::string> access_domain_keys(const std::string& domain, bool pare
   return out;
 }
 
-std::vector<std::string> access_address_keys(const std::string& address) {
+namespace {
+
+// An IPv4-mapped IPv6 address as the IPv4 address it is (Postfix logs and looks
+// up "1.2.3.4", never "::ffff:1.2.3.4").
+std::string unmapped(const std::string& address) {
+  if (address.size() > 7 && common::iequals(address.substr(0, 7), "::ffff:") &&
+      address.find(':', 7) == std::string::npos) {
+    return address.substr(7);
+  }
+  return address;
+}
+
+}  // namespace
+
+std::vector<std::string> access_address_keys(const std::string& address_in) {
   // Postfix check_addr_access(): cut at the last '.' (IPv4) or ':' (IPv6) until none is left.
   std::vector<std::string> out;
+  const std::string address = unmapped(address_in);
   const char delim = address.find(':') != std::string::npos ? ':' : '.';
   std::string a = address;
   while (!a.empty()) {
@@ -268,7 +283,7 @@ std::vector<std::string> access_mail_keys(const std::string& local, const std::s
 }
 
 std::string dnsxl_reverse(const std::string& address) {
-  std::string a = address;
+  std::string a = unmapped(address);
   if (a.size() > 2 && a.front() == '[' && a.back() == ']') a = a.substr(1, a.size() - 2);
   unsigned char b[16];
   if (::inet_pton(AF_INET, a.c_str(), b) == 1) {

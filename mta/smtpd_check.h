@@ -1,8 +1,10 @@
 // SMTP access restrictions with Postfix's names, order and replies (smtpd_check.c,
-// postconf(5) "SMTPD ACCESS RESTRICTIONS"). Pure: the session gathers the facts a
-// restriction list needs (client name, DNS answers for the sender and recipient
-// domains, whether a recipient exists) and evaluate() turns a list plus facts into a
-// verdict. No I/O, no clock, so every rule has a table-driven unit test.
+// postconf(5) "SMTPD ACCESS RESTRICTIONS", access(5)). The session gathers the facts
+// a restriction list needs (client name, DNS answers for the sender and recipient
+// domains and the DNS lists, whether a recipient exists) and evaluate() turns a list
+// plus facts into a verdict. No network I/O and no clock; the only I/O is reading
+// the check_*_access tables (local files, as Postfix's dict lookups) and warning
+// about broken table entries in the log, so every rule has a table-driven unit test.
 //
 // Lists are evaluated left to right; the first permit, reject or defer ends the
 // list, and an exhausted list means "dunno" (on to the next list). A reject or

@@ -269,34 +269,49 @@ def test_hold_and_discard(tern_factory):
 
 # --- DNS lists -----------------------------------------------------------------------
 
+def start_dnsmasq(records):
+    """dnsmasq on a free loopback port, authoritative for *.test; another is tried
+    when the port was taken meanwhile (dnsmasq binds TCP too, and exits)."""
+    q = bytes.fromhex("abcd01000001000000000000") + b"\x01\x32\x010\x010\x03127\x03zen\x04test\x00\x00\x01\x00\x01"
+    for _ in range(5):
+        port = free_udp_port()
+        args = ["/usr/sbin/dnsmasq", "-k", f"--port={port}", "--listen-address=127.0.0.1", "--bind-interfaces",
+                "--no-resolv", "--no-hosts", "--conf-file=/dev/null", "--log-facility=/dev/null",
+                "--local=/test/", "--local=/0.0.127.in-addr.arpa/", *records]
+        if os.geteuid() == 0:
+            args.append("--user=root")
+        p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def answers():
+            if p.poll() is not None:
+                return "exited"
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.settimeout(0.2)
+                s.sendto(q, ("127.0.0.1", port))
+                try:
+                    return s.recv(512)[:2] == b"\xab\xcd"
+                except socket.timeout:
+                    return False
+
+        if wait_for(answers, 30, what="dnsmasq answering") != "exited":
+            return p, f"127.0.0.1:{port}"
+        p.wait()
+    raise RuntimeError("dnsmasq did not start")
+
+
 @pytest.fixture
 def rbl_dns():
-    port = free_udp_port()
-    args = ["/usr/sbin/dnsmasq", "-k", f"--port={port}", "--listen-address=127.0.0.1", "--bind-interfaces",
-            "--no-resolv", "--no-hosts", "--conf-file=/dev/null", "--log-facility=/dev/null",
-            "--local=/test/", "--local=/0.0.127.in-addr.arpa/",
-            # 127.0.0.2 is listed in zen.test with a reason; 127.0.0.3 with code 127.0.0.10 only.
-            "--host-record=2.0.0.127.zen.test,127.0.0.2",
-            "--txt-record=2.0.0.127.zen.test,Listed; see https://zen.test/query/127.0.0.2",
-            "--host-record=3.0.0.127.zen.test,127.0.0.10",
-            # 127.0.0.4 is on a whitelist.
-            "--host-record=4.0.0.127.wl.test,127.0.10.1",
-            # A sender domain and a HELO name on a domain list.
-            "--host-record=spammer.example.dbl.test,127.0.1.2",
-            "--host-record=bad-helo.example.dbl.test,127.0.1.2"]
-    if os.geteuid() == 0:
-        args.append("--user=root")
-    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    q = bytes.fromhex("abcd01000001000000000000") + b"\x01\x32\x010\x010\x03127\x03zen\x04test\x00\x00\x01\x00\x01"
-
-    def answers():
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.settimeout(0.2)
-            s.sendto(q, ("127.0.0.1", port))
-            return s.recv(512)[:2] == b"\xab\xcd"
-
-    wait_for(answers, 10, what="dnsmasq answering")
-    yield f"127.0.0.1:{port}"
+    p, address = start_dnsmasq([
+        # 127.0.0.2 is listed in zen.test with a reason; 127.0.0.3 with code 127.0.0.10 only.
+        "--host-record=2.0.0.127.zen.test,127.0.0.2",
+        "--txt-record=2.0.0.127.zen.test,Listed; see https://zen.test/query/127.0.0.2",
+        "--host-record=3.0.0.127.zen.test,127.0.0.10",
+        # 127.0.0.4 is on a whitelist.
+        "--host-record=4.0.0.127.wl.test,127.0.10.1",
+        # A sender domain and a HELO name on a domain list.
+        "--host-record=spammer.example.dbl.test,127.0.1.2",
+        "--host-record=bad-helo.example.dbl.test,127.0.1.2"])
+    yield address
     p.terminate()
     p.wait()
 

@@ -85,6 +85,8 @@ TEST_CASE("access(5) address keys: the address, then shorter prefixes") {
   CHECK(mta::access_address_keys("1.2.3.4") == V{"1.2.3.4", "1.2.3", "1.2", "1"});
   CHECK(mta::access_address_keys("2001:db8::1") == V{"2001:db8::1", "2001:db8:", "2001:db8", "2001"});
   CHECK(mta::access_address_keys("") == V{});
+  // IPv4-mapped IPv6 clients are looked up as IPv4.
+  CHECK(mta::access_address_keys("::ffff:192.0.2.1") == V{"192.0.2.1", "192.0.2", "192.0", "192"});
 }
 
 TEST_CASE("access(5) email keys: user@domain, domain and parents, user@; extensions first") {
@@ -104,6 +106,7 @@ TEST_CASE("DNS list query names") {
   CHECK(mta::dnsxl_reverse("2001:db8::1") ==
         "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2");
   CHECK(mta::dnsxl_reverse("not-an-address") == "");
+  CHECK(mta::dnsxl_reverse("::ffff:192.0.2.99") == "99.2.0.192");
   auto l = list({"reject_rbl_client", "zen.example", "reject_rhsbl_sender", "dbl.example=127.0.1.[2..99]",
                  "reject_rhsbl_helo", "dbl.example", "reject_rhsbl_client", "dbl.example"});
   CheckFacts f = client("unknown", "192.0.2.10");
