@@ -406,3 +406,36 @@ TEST_CASE("cidr: tables: the first network containing the client address decides
   REQUIRE_FALSE(r.ok());
   CHECK(r.error().message.find(bad.file + ":2: ") != std::string::npos);
 }
+
+TEST_CASE("RHSBL client names and rbl_reply_maps") {
+  DnsxlCache cache;
+  DnsxlAnswer listed;
+  listed.status = common::dns::Status::kOk;
+  listed.addresses = {"127.0.1.2"};
+  listed.txt = "bad host";
+  cache["mail.example.com.dbl.example"] = listed;
+  cache["ptr.example.net.dbl.example"] = listed;
+  CheckCodes c;
+  CheckFacts f = client("mail.example.com", "192.0.2.10");
+  f.reverse_name = "ptr.example.net";
+  f.dnsxl = &cache;
+  CHECK(text(list({"reject_rhsbl_client", "dbl.example"}).evaluate(CheckStage::kClient, f, c)) ==
+        "554 5.7.1 Service unavailable; Client host [mail.example.com] blocked using dbl.example; bad host");
+  CHECK(text(list({"reject_rhsbl_reverse_client", "dbl.example"}).evaluate(CheckStage::kClient, f, c)) ==
+        "554 5.7.1 Service unavailable; Unverified Client host [ptr.example.net] blocked using dbl.example; bad host");
+  // An unknown client name is never an RHSBL query.
+  f.client_name = "unknown";
+  CHECK(text(list({"reject_rhsbl_client", "dbl.example"}).evaluate(CheckStage::kClient, f, c)) == "dunno");
+
+  // rbl_reply_maps: a template per DNS list argument, $names as in default_rbl_reply.
+  Table t("dbl.example 450 4.7.1 Try again later, $rbl_what is on $rbl_domain ($rbl_reason)\n");
+  auto m = common::Map::open(t.spec(), common::MapSyntax::kPostmap);
+  REQUIRE(m.ok());
+  c.rbl_reply_maps = std::shared_ptr<common::Map>(std::move(m).value());
+  CHECK(text(list({"reject_rhsbl_reverse_client", "dbl.example"}).evaluate(CheckStage::kClient, f, c)) ==
+        "450 4.7.1 Try again later, ptr.example.net is on dbl.example (bad host)");
+  // Another argument has no template: the default reply.
+  cache["ptr.example.net.other.example"] = listed;
+  CHECK(text(list({"reject_rhsbl_reverse_client", "other.example"}).evaluate(CheckStage::kClient, f, c)) ==
+        "554 5.7.1 Service unavailable; Unverified Client host [ptr.example.net] blocked using other.example; bad host");
+}
