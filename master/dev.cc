@@ -80,6 +80,38 @@ common::Status make_demo_user(const std::string& dir, const std::string& conf) {
   return {};
 }
 
+// The virtual users' mail lives under the fixed part of mail_home (./var/mail in the
+// development default). tern-mda and tern-mra run as mail_uid and create each
+// user's directory below it, so it must exist and belong to mail_uid: as root, ./var
+// is root's and they could not create it themselves. An existing directory is left
+// as it is (the administrator may have chosen other owners).
+common::Status ensure_mail_base(const std::string& conf) {
+  common::Result<common::Config> c = common::Config::load_file(conf);
+  if (!c) return c.take_error();
+  std::string home = c->str("mail_home");
+  size_t var = home.find_first_of("%~");
+  if (var != std::string::npos) home.resize(var);
+  size_t slash = home.rfind('/');
+  if (slash == std::string::npos || slash == 0) return {};
+  const std::string base = home.substr(0, slash);
+  struct stat st;
+  if (::stat(base.c_str(), &st) == 0) return {};
+  for (size_t i = 1; i <= base.size(); ++i) {
+    if (i < base.size() && base[i] != '/') continue;
+    const std::string part = base.substr(0, i);
+    if (::mkdir(part.c_str(), 0755) < 0 && errno != EEXIST) return common::errno_error("mkdir " + part, errno);
+  }
+  if (::chmod(base.c_str(), 0750) < 0) return common::errno_error("chmod " + base, errno);
+  if (::geteuid() == 0) {
+    common::Result<common::UserIds> u = common::lookup_user(c->str("mail_uid"));
+    if (!u) return common::make_error(ErrorKind::kConfig, conf + ": mail_uid = " + c->str("mail_uid") + ": " + u.error().message);
+    common::Result<gid_t> g = common::lookup_group(c->str("mail_gid"));
+    if (!g) return common::make_error(ErrorKind::kConfig, conf + ": mail_gid = " + c->str("mail_gid") + ": " + g.error().message);
+    if (::chown(base.c_str(), u->uid, *g) < 0) return common::errno_error("chown " + base, errno);
+  }
+  return {};
+}
+
 }  // namespace
 
 common::Result<std::string> prepare_dev(const std::string& dir_in) {
@@ -95,6 +127,7 @@ common::Result<std::string> prepare_dev(const std::string& dir_in) {
     if (common::Status s = common::tls::make_self_signed(cert, key, "mail.example.test"); !s) return s.take_error();
   }
   if (::access(conf.c_str(), F_OK) == 0) {
+    if (common::Status s = ensure_mail_base(conf); !s) return s.take_error();
     if (common::Status s = make_demo_user(dir, conf); !s) return s.take_error();
     return conf;
   }
@@ -159,6 +192,7 @@ common::Result<std::string> prepare_dev(const std::string& dir_in) {
   if (!out) return common::make_error(ErrorKind::kTemp, "cannot write " + conf);
   // Check what we wrote with the same parser the daemons use.
   if (common::Result<common::Config> c = common::Config::load_file(conf); !c) return c.take_error();
+  if (common::Status s = ensure_mail_base(conf); !s) return s.take_error();
   if (common::Status s = make_demo_user(dir, conf); !s) return s.take_error();
   return conf;
 }

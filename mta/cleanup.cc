@@ -68,6 +68,15 @@ void HeaderFilter::end_headers(std::string& out, std::string_view terminator) {
   hdr_.shrink_to_fit();
 }
 
+// The header section ends at a line that is not a header (no blank line before the
+// body, an mbox "From " line, a header section over header_size_limit): as
+// Postfix's cleanup does, one blank line is added so that the body stays body for
+// every reader (`echo hi | sendmail user` must not put "hi" among the headers).
+void HeaderFilter::end_headers_before_body(std::string& out) {
+  end_headers(out, "\r\n");
+  added_ += 2;
+}
+
 void HeaderFilter::feed(std::string_view in, std::string& out) {
   if (!started_) {
     started_ = true;
@@ -94,13 +103,13 @@ void HeaderFilter::feed(std::string_view in, std::string& out) {
     if (hdr_.size() + line.size() > opt_.header_size_limit) {
       // Postfix: what does not fit in header_size_limit is body. Checked before the
       // line is looked at, so the outcome does not depend on how input was split.
-      end_headers(out, "");
+      end_headers_before_body(out);
       break;
     }
     std::string_view name;
     if (text[0] == ' ' || text[0] == '\t') {
       if (hdr_.empty()) {  // a continuation with nothing to continue: body starts here
-        end_headers(out, "");
+        end_headers_before_body(out);
         break;
       }
       if (cur_name_ == "message-id" && found_message_id_.empty()) found_message_id_ = std::string(common::trim(text));
@@ -109,7 +118,7 @@ void HeaderFilter::feed(std::string_view in, std::string& out) {
     } else {
       // Not a header (no blank line before the body, or an mbox "From " line): the
       // header section ends here and this line is body.
-      end_headers(out, "");
+      end_headers_before_body(out);
       break;
     }
     hdr_.append(line.data(), line.size());
@@ -123,7 +132,7 @@ void HeaderFilter::feed(std::string_view in, std::string& out) {
   }
   partial_.erase(0, pos);
   if (hdr_.size() + partial_.size() > opt_.header_size_limit) {
-    end_headers(out, "");
+    end_headers_before_body(out);
     out += partial_;
     partial_.clear();
     partial_.shrink_to_fit();
@@ -150,7 +159,7 @@ void HeaderFilter::finish(std::string& out) {
       // Not a header: body text after the header section.
       std::string rest = std::move(partial_);
       partial_.clear();
-      end_headers(out, "");
+      end_headers_before_body(out);
       out += rest;
       return;
     }

@@ -45,6 +45,7 @@ class HeaderFilter {
 
  private:
   void end_headers(std::string& out, std::string_view terminator);
+  void end_headers_before_body(std::string& out);
   void scan_header_line(std::string_view line);
 
   Options opt_;

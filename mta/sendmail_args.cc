@@ -43,6 +43,9 @@ std::vector<std::pair<std::string, std::string>> headers_of(std::string_view h) 
 common::Result<SendmailArgs> parse_sendmail_args(const std::vector<std::string>& argv) {
   SendmailArgs a;
   std::string prog = argv.empty() ? "sendmail" : basename(argv[0]);
+  // Installed for alternatives(8) as sendmail.tern, mailq.tern, newaliases.tern
+  // (Fedora's sendmail.postfix style): the name before the suffix decides.
+  if (size_t dot = prog.find('.'); dot != std::string::npos) prog.resize(dot);
   if (prog == "mailq") a.mode = SendmailArgs::Mode::kPrintQueue;
   if (prog == "newaliases") a.mode = SendmailArgs::Mode::kNewAliases;
   size_t i = 1;

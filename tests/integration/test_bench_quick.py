@@ -9,7 +9,9 @@ never an empty cell or a made-up figure."""
 import csv
 import glob
 import os
+import shutil
 import subprocess
+import tempfile
 
 import pytest
 
@@ -17,8 +19,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RUN = os.path.join(HERE, "..", "..", "bench", "run")
 
 
-def bench_processes():
-    """Processes whose command line or working directory is in a bench scratch dir."""
+def bench_processes(marker):
+    """Processes whose command line or working directory is under marker (this run's
+    scratch parent: another bench run on the machine must not count)."""
     found = []
     for d in os.listdir("/proc"):
         if not d.isdigit():
@@ -29,7 +32,7 @@ def bench_processes():
             cwd = os.readlink(f"/proc/{d}/cwd")
         except OSError:
             continue
-        if "tern-bench-" in cmd or "tern-bench-" in cwd:
+        if marker in cmd or cwd.startswith(marker):
             found.append((int(d), cmd.strip()))
     return found
 
@@ -39,10 +42,18 @@ def quick(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("bench/run needs root: Postfix and Dovecot start as root and drop privileges")
     out = tmp_path_factory.mktemp("bench-results")
-    before = {p for p, _ in bench_processes()}
-    r = subprocess.run([RUN, "--quick", "--n", "20", "--runs", "1", "--box", "40", "--idle", "50", "--out", str(out)],
-                       capture_output=True, text=True, timeout=600)
-    leftover = [(p, c) for p, c in bench_processes() if p not in before]
+    # Postfix and Dovecot drop privileges: the scratch parent must be searchable by
+    # them, which pytest's 0700 temporary directories are not.
+    parent = tempfile.mkdtemp(prefix="tern-bench-quick-", dir="/tmp")
+    os.chmod(parent, 0o755)
+    try:
+        r = subprocess.run([RUN, "--quick", "--n", "20", "--runs", "1", "--box", "40", "--idle", "50",
+                            "--out", str(out)], capture_output=True, text=True, timeout=600,
+                           env=dict(os.environ, TERN_BENCH_TMPDIR=parent))
+        leftover = bench_processes(parent)
+    finally:
+        if not bench_processes(parent):
+            shutil.rmtree(parent, ignore_errors=True)
     csvs = glob.glob(os.path.join(out, "bench-*.csv"))
     rows, header = [], []
     if csvs:

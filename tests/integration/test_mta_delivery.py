@@ -448,3 +448,17 @@ def test_newaliases_and_postmap_tables(tern_factory):
         550, b"5.1.1 <nobody@virtual.test>: Recipient address rejected: User unknown in virtual alias table")
     s.quit()
     wait_messages(t, "bob", 2)
+
+
+def test_sendmail_with_a_body_only_keeps_it_body(mail):
+    # `echo hi | sendmail user`: no header at all. As with Postfix, the added headers
+    # are followed by one blank line and "hi" stays body (it used to end up as a
+    # header line, invisible in every mail reader).
+    r = subprocess.run([f"{BIN}/sendmail", "alice@example.test"], input="hi there\nsecond line\n", text=True,
+                       capture_output=True, env=mail.env(), timeout=60)
+    assert r.returncode == 0, r.stderr
+    (m,) = wait_messages(mail, "alice", 1)
+    head, sep, body = m.replace(b"\r\n", b"\n").partition(b"\n\n")
+    assert sep, m
+    assert body == b"hi there\nsecond line\n", m
+    assert b"hi there" not in head and b"Message-Id:" in head

@@ -32,6 +32,10 @@ TEST_CASE("sendmail options") {
   CHECK(mta::parse_sendmail_args({"sendmail", "-f<>", "u"})->sender->empty());
   CHECK(mta::parse_sendmail_args({"mailq"})->mode == SendmailArgs::Mode::kPrintQueue);
   CHECK(mta::parse_sendmail_args({"/usr/bin/newaliases"})->mode == SendmailArgs::Mode::kNewAliases);
+  // The alternatives(8) names cmake --install uses.
+  CHECK(mta::parse_sendmail_args({"/usr/bin/mailq.tern"})->mode == SendmailArgs::Mode::kPrintQueue);
+  CHECK(mta::parse_sendmail_args({"newaliases.tern"})->mode == SendmailArgs::Mode::kNewAliases);
+  CHECK(mta::parse_sendmail_args({"/usr/sbin/sendmail.tern"})->mode != SendmailArgs::Mode::kPrintQueue);
   CHECK(mta::parse_sendmail_args({"sendmail", "-bp"})->mode == SendmailArgs::Mode::kPrintQueue);
   CHECK(mta::parse_sendmail_args({"sendmail", "-bs"})->mode == SendmailArgs::Mode::kSmtp);
   CHECK(mta::parse_sendmail_args({"sendmail", "-bi"})->mode == SendmailArgs::Mode::kNewAliases);
