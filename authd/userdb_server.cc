@@ -107,7 +107,11 @@ class UserdbServer::Conn : public std::enable_shared_from_this<Conn> {
     const std::string id = a[0];
     if (cmd == "USER" || cmd == "PASS") {
       if (a.size() < 2 || !ap::valid_user_name(a[1])) {
-        reply(ap::make_line({"FAIL", id, "reason=Invalid user name"}));
+        // A name no database can hold (a space, '/', a quote...) is not a user:
+        // NOTFOUND, which callers turn into a permanent "user unknown". FAIL means
+        // a temporary lookup failure, and tern-mta would answer 451 and make
+        // the sender retry for days.
+        reply(ap::make_line({"NOTFOUND", id}));
         return;
       }
       ++in_flight_;

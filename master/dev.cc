@@ -155,6 +155,17 @@ common::Result<std::string> prepare_dev(const std::string& dir_in) {
     mail_gid = std::to_string(me.gid);
     first_uid = std::to_string(std::min<uid_t>(me.uid, 500));
   }
+  const std::string aliases = dir + "/aliases";
+  if (::access(aliases.c_str(), F_OK) != 0) {
+    // RFC 5321 4.5.1: mail to postmaster must be deliverable. The system's
+    // /etc/aliases may be uncompiled or point at root, who has no mailbox here.
+    std::ofstream a(aliases);
+    a << "# aliases(5) of the development default; edit freely, no newaliases needed.\n"
+         "postmaster: " << kDemoUser << "\n"
+         "root: " << kDemoUser << "\n";
+    a.close();
+    if (!a) return common::make_error(ErrorKind::kTemp, "cannot write " + aliases);
+  }
   std::ofstream out(conf);
   out << "# Tern development configuration, written by tern-master --dev.\n"
          "# Edit freely: it is not rewritten while it exists. Keys are Postfix's and Dovecot's.\n"
@@ -176,6 +187,9 @@ common::Result<std::string> prepare_dev(const std::string& dir_in) {
          "daemon_directory = " << self_dir() << "\n"
          "command_directory = " << self_dir() << "\n"
          "mail_home = " << dir << "/mail/%d/%n\n"
+         "# Postmaster and root reach the demo user (texthash: needs no newaliases).\n"
+         "alias_maps = texthash:" << dir << "/aliases\n"
+         "alias_database = texthash:" << dir << "/aliases\n"
          "maillog_file = /dev/stderr\n"
          "smtpd_tls_cert_file = " << cert << "\n"
          "smtpd_tls_key_file = " << key << "\n"
@@ -197,10 +211,10 @@ common::Result<std::string> prepare_dev(const std::string& dir_in) {
   return conf;
 }
 
-std::string dev_banner(const std::string& dir, const std::string& config_path) {
-  common::Result<common::Config> c = common::Config::load_file(config_path);
-  if (!c) return "";
-  auto port = [&](const char* k) { return c->str(k); };
+// cfg is the configuration in effect: the file with the -o overrides applied, so
+// the banner shows the ports that really listen.
+std::string dev_banner(const std::string& dir, const std::string& config_path, const common::Config& cfg) {
+  auto port = [&](const char* k) { return cfg.str(k); };
   std::string host = "127.0.0.1";
   std::string b;
   b += "\nTern is running (development default), state in " + dir + "\n";

@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "common/config.h"
 #include "common/result.h"
 
 namespace tern::master {
@@ -14,6 +15,6 @@ namespace tern::master {
 common::Result<std::string> prepare_dev(const std::string& dir);
 
 // The text printed at start: ports, and how to try them.
-std::string dev_banner(const std::string& dir, const std::string& config_path);
+std::string dev_banner(const std::string& dir, const std::string& config_path, const common::Config& cfg);
 
 }  // namespace tern::master

@@ -249,7 +249,7 @@ int main(int argc, char** argv) {
     common::log::fatal_exit(EX_UNAVAILABLE, "control socket: %s", s.error().message.c_str());
   }
   common::log::info("daemon started -- version %s, configuration %s", "0.1.0", config_path.c_str());
-  if (!dev_dir.empty()) std::fputs(master::dev_banner(dev_dir, config_path).c_str(), stderr);
+  if (!dev_dir.empty()) std::fputs(master::dev_banner(dev_dir, config_path, cfg).c_str(), stderr);
 
   loop.run();
   ::unlink(pid_path.c_str());

@@ -40,6 +40,8 @@ void HeaderFilter::scan_header_line(std::string_view line) {
   std::string_view name;
   if (!header_name(line, name)) return;
   cur_name_ = common::to_lower(name);
+  dropping_ = false;
+  for (const std::string& d : opt_.drop_headers) dropping_ = dropping_ || d == cur_name_;
   std::string_view value = common::trim(line.substr(line.find(':') + 1));
   if (cur_name_ == "message-id") {
     had_message_id_ = true;
@@ -108,7 +110,7 @@ void HeaderFilter::feed(std::string_view in, std::string& out) {
     }
     std::string_view name;
     if (text[0] == ' ' || text[0] == '\t') {
-      if (hdr_.empty()) {  // a continuation with nothing to continue: body starts here
+      if (cur_name_.empty()) {  // a continuation with nothing to continue: body starts here
         end_headers_before_body(out);
         break;
       }
@@ -121,7 +123,7 @@ void HeaderFilter::feed(std::string_view in, std::string& out) {
       end_headers_before_body(out);
       break;
     }
-    hdr_.append(line.data(), line.size());
+    if (!dropping_) hdr_.append(line.data(), line.size());
     pos = nl + 1;
   }
   if (!in_headers_) {
@@ -148,13 +150,17 @@ void HeaderFilter::finish(std::string& out) {
     std::string_view name;
     if (partial_[0] != ' ' && partial_[0] != '\t' && header_name(partial_, name)) {
       scan_header_line(partial_);
-      hdr_ += partial_;
-      hdr_ += "\r\n";  // a header line must end; the filter adds the CRLF
-      added_ += 2;
-    } else if ((partial_[0] == ' ' || partial_[0] == '\t') && !hdr_.empty()) {
-      hdr_ += partial_;
-      hdr_ += "\r\n";
-      added_ += 2;
+      if (!dropping_) {
+        hdr_ += partial_;
+        hdr_ += "\r\n";  // a header line must end; the filter adds the CRLF
+        added_ += 2;
+      }
+    } else if ((partial_[0] == ' ' || partial_[0] == '\t') && !cur_name_.empty()) {
+      if (!dropping_) {
+        hdr_ += partial_;
+        hdr_ += "\r\n";
+        added_ += 2;
+      }
     } else {
       // Not a header: body text after the header section.
       std::string rest = std::move(partial_);

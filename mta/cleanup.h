@@ -12,6 +12,7 @@
 #include <ctime>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace tern::mta {
 
@@ -28,6 +29,10 @@ class HeaderFilter {
     std::string message_id;           // "<id@domain>" to use for an added Message-ID
     time_t now = 0;
     size_t header_size_limit = 102400;
+    // Headers removed from every message, lower case (Postfix message_drop_headers:
+    // a Bcc must not reach the other recipients; Return-Path is the delivery
+    // agent's to add; a Content-Length would lie after any change).
+    std::vector<std::string> drop_headers = {"bcc", "content-length", "resent-bcc", "return-path"};
   };
   explicit HeaderFilter(Options options) : opt_(std::move(options)) {}
 
@@ -54,6 +59,7 @@ class HeaderFilter {
   std::string hdr_;        // the header section so far (complete lines)
   std::string partial_;    // an incomplete line while in the headers
   std::string cur_name_;   // the header whose continuation lines may follow
+  bool dropping_ = false;  // cur_name_ is in drop_headers: skip it and its continuations
   bool had_message_id_ = false;
   bool had_date_ = false;
   bool had_from_ = false;

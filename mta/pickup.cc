@@ -39,6 +39,7 @@ Result<std::unique_ptr<Pickup>> Pickup::create(common::ev::Loop& loop, const com
   p->myorigin_ = common::to_lower(cfg.str("myorigin"));
   p->message_id_domain_ = cfg.str("message_id_domain");
   p->header_size_limit_ = static_cast<size_t>(cfg.bytes("header_size_limit"));
+  for (const std::string& h : cfg.list("message_drop_headers")) p->drop_headers_.push_back(common::to_lower(h));
   p->message_size_limit_ = cfg.bytes("message_size_limit");
   Pickup* self = p.get();
   p->timer_.start(kScanIntervalMs, [self] { self->scan(); }, kScanIntervalMs);
@@ -168,6 +169,7 @@ void Pickup::take(const std::string& name) {
   o.message_id = "<" + std::string(stamp) + "." + qid + "@" + message_id_domain_ + ">";
   o.now = now;
   o.header_size_limit = header_size_limit_;
+  o.drop_headers = drop_headers_;
   HeaderFilter filter(o);
   // Stream the message: LF line endings become CRLF, through the header filter.
   uint64_t off = body_off;

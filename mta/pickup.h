@@ -38,6 +38,7 @@ class Pickup {
   std::string dir_;
   std::string myhostname_, mail_name_, myorigin_, message_id_domain_;
   size_t header_size_limit_ = 102400;
+  std::vector<std::string> drop_headers_;  // message_drop_headers, lower case
   uint64_t message_size_limit_ = 0;
   std::set<std::string> busy_;
   bool stopped_ = false;

@@ -118,6 +118,7 @@ Result<SmtpdSettings> SmtpdSettings::from_config(const common::Config& cfg) {
   s.sasl_authenticated_header = cfg.boolean("smtpd_sasl_authenticated_header");
   s.auth_failure_limit = static_cast<int>(cfg.integer("smtpd_sasl_auth_failure_limit"));
   s.header_size_limit = static_cast<size_t>(cfg.bytes("header_size_limit"));
+  for (const std::string& h : cfg.list("message_drop_headers")) s.message_drop_headers.push_back(common::to_lower(h));
   s.always_add_missing_headers = cfg.boolean("always_add_missing_headers");
   s.message_id_domain = cfg.str("message_id_domain");
   s.myorigin = common::to_lower(cfg.str("myorigin"));
@@ -1458,6 +1459,7 @@ bool Session::begin_body() {
   o.message_id = "<" + std::string(stamp) + "." + qid + "@" + s_.message_id_domain + ">";
   o.now = now;
   o.header_size_limit = s_.header_size_limit;
+  o.drop_headers = s_.message_drop_headers;
   filter_ = std::make_unique<HeaderFilter>(o);
   body_bytes_ = 0;
   return true;

@@ -72,6 +72,7 @@ struct SmtpdSettings {
   bool sasl_authenticated_header = false;
   int auth_failure_limit = 3;
   size_t header_size_limit = 102400;
+  std::vector<std::string> message_drop_headers;  // lower case
   bool always_add_missing_headers = false;
   std::string message_id_domain;
   std::string myorigin;

@@ -25,6 +25,10 @@ def test_user_lookup_of_a_new_user(tern):
     assert f["home"] == os.path.join(tern.dir, "mail", "example.test", "demo")
     assert f["mail"] == "maildir:~/Maildir"
     assert c.call("USER\t2\tnobody@example.test\tservice=lmtp") == ["NOTFOUND", "2"]
+    # Names no database can hold are not found, not a (temporary) failure.
+    assert c.call("USER\t21\ta b@example.test\tservice=lmtp") == ["NOTFOUND", "21"]
+    assert c.call("USER\t22\ta/b@example.test\tservice=lmtp") == ["NOTFOUND", "22"]
+    assert c.call("PASS\t23\t\"q\"@example.test\tservice=lmtp") == ["NOTFOUND", "23"]
     # Pipelined requests on one connection, answered by id.
     c.send("USER\t3\tdemo@example.test\tservice=imap")
     c.send("PASS\t4\tdemo@example.test\tservice=imap")

@@ -67,13 +67,22 @@ def test_fresh_dev_default_delivers_and_serves_the_demo_users_mail():
 
         assert wait_for(imap_count, timeout=30, what="the message in INBOX over IMAPS") == 1
 
+        # RFC 5321 4.5.1: postmaster, with or without a domain, is deliverable (the
+        # development default aliases it and root to the demo user).
+        with smtplib.SMTP("127.0.0.1", ports["smtpd_port"], timeout=30) as s:
+            s.ehlo("client.test")
+            refused = s.sendmail("someone@example.net", ["postmaster", "postmaster@example.test"],
+                                 b"Subject: to postmaster\r\n\r\nhello\r\n")
+            assert refused == {}
+        assert wait_for(lambda: imap_count() == 2 or None, timeout=30, what="postmaster's mail in demo's INBOX")
+
         pop = poplib.POP3("127.0.0.1", ports["pop3_port"], timeout=30)
         try:
             pop.stls(context=insecure())
             pop.user(user)
             pop.pass_(pw)
             count, _ = pop.stat()
-            assert count == 1
+            assert count == 2
             assert b"It works." in b"\n".join(pop.retr(1)[1])
         finally:
             pop.quit()
@@ -88,5 +97,8 @@ def test_fresh_dev_default_delivers_and_serves_the_demo_users_mail():
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=30)
     assert "Permission denied" not in err, err[-3000:]
+    # The banner shows the ports that listen (-o overrides), not the file's.
+    assert f"SMTP       127.0.0.1:{ports['smtpd_port']}" in err, err[-3000:]
+    assert f"IMAPS      127.0.0.1:{ports['imaps_port']}" in err, err[-3000:]
     assert p.returncode == 0, err[-3000:]
     shutil.rmtree(tmp, ignore_errors=True)

@@ -462,3 +462,32 @@ def test_sendmail_with_a_body_only_keeps_it_body(mail):
     assert sep, m
     assert body == b"hi there\nsecond line\n", m
     assert b"hi there" not in head and b"Message-Id:" in head
+
+
+def test_unusable_local_parts_are_unknown_users_not_temporary_failures(mail):
+    # "a b"@ and a/b@ can be no one's mailbox: 550 at RCPT (a 451 would make the
+    # sending server retry for days).
+    with smtplib.SMTP("127.0.0.1", mail.port("smtpd"), timeout=30) as s:
+        s.ehlo("client.test")
+        s.mail("x@example.net")
+        for rcpt in ('"a b"@example.test', "a/b@example.test"):
+            code, msg = s.rcpt(rcpt)
+            assert code == 550 and b"5.1.1" in msg, (rcpt, code, msg)
+        assert s.rcpt("alice@example.test")[0] == 250
+
+
+def test_bcc_and_return_path_headers_are_dropped(mail):
+    # Postfix's message_drop_headers default: a Bcc header sent over SMTP must not
+    # show the hidden recipients to the others; a Return-Path from the client is
+    # replaced by the one tern-mda writes.
+    msg = (b"From: x@example.net\r\nTo: alice@example.test\r\nBcc: bob@example.test\r\n"
+           b"Return-Path: <forged@evil.test>\r\nSubject: drop\r\n\r\nBcc: body text stays\r\n")
+    with smtplib.SMTP("127.0.0.1", mail.port("smtpd"), timeout=30) as s:
+        s.sendmail("x@example.net", ["alice@example.test", "bob@example.test"], msg)
+    for user in ("alice", "bob"):
+        (m,) = wait_messages(mail, user, 1)
+        head, _, body = m.replace(b"\r\n", b"\n").partition(b"\n\n")
+        assert b"\nBcc:" not in head and not head.startswith(b"Bcc:"), m
+        assert b"forged@evil.test" not in head, m
+        assert head.count(b"Return-Path:") == 1 and b"Return-Path: <x@example.net>" in head, m
+        assert body == b"Bcc: body text stays\n"

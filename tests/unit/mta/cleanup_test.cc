@@ -97,3 +97,26 @@ TEST_CASE("rfc5322_date") {
   CHECK(d.substr(3, 2) == ", ");
   CHECK((d[d.size() - 5] == '+' || d[d.size() - 5] == '-'));
 }
+
+TEST_CASE("message_drop_headers: Bcc, Resent-Bcc, Content-Length and Return-Path go, folded lines too") {
+  const std::string in =
+      "Bcc: hidden@example.test,\r\n\tother@example.test\r\nSubject: s\r\nReturn-Path: <forged@x>\r\n"
+      "Content-Length: 5\r\nRESENT-BCC: r@x\r\nTo: a@b\r\n\r\nBcc: in the body stays\r\n";
+  const std::string want = "Received: by test\r\nSubject: s\r\nTo: a@b\r\n\r\nBcc: in the body stays\r\n";
+  CHECK(run(in, false) == want);
+  for (size_t piece : {1, 2, 5, 13}) {
+    INFO(piece);
+    CHECK(run(in, false, piece) == want);
+  }
+  // A message that ends inside a dropped header.
+  CHECK(run("Subject: s\r\nBcc: x@y", false) == "Received: by test\r\nSubject: s\r\n");
+  // Nothing dropped when the list is empty (message_drop_headers =).
+  HeaderFilter::Options o;
+  o.prepend = "";
+  o.drop_headers.clear();
+  HeaderFilter f(o);
+  std::string out;
+  f.feed("Bcc: kept@x\r\n\r\nb\r\n", out);
+  f.finish(out);
+  CHECK(out == "Bcc: kept@x\r\n\r\nb\r\n");
+}
