@@ -1,5 +1,7 @@
 #include "mta/smtpd.h"
 
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -98,7 +100,9 @@ Result<SmtpdSettings> SmtpdSettings::from_config(const common::Config& cfg) {
                                                                 "routing (user%host@domain, host!user) into a relay");
     }
   }
-  s.codes = CheckCodes::from_config(cfg);
+  Result<CheckCodes> codes = CheckCodes::load(cfg);
+  if (!codes) return codes.take_error();
+  s.codes = std::move(codes).value();
   s.tls_level = common::to_lower(cfg.str("smtpd_tls_security_level"));
   if (s.tls_level != "none" && s.tls_level != "may" && s.tls_level != "encrypt") {
     return common::make_error(common::ErrorKind::kConfig, cfg.origin("smtpd_tls_security_level") +
@@ -237,6 +241,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // Commands.
   void cmd_helo(smtp::Command& c, bool esmtp);
+  void helo_reply(bool esmtp);
   void cmd_mail(smtp::Command& c);
   void cmd_rcpt(smtp::Command& c);
   void cmd_data();
@@ -263,6 +268,14 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void begin_wait();
   void end_wait();
+  // Starts the DNS list queries these lists need with these facts (those not yet
+  // answered in this session) and runs `then` when all are answered. Returns true,
+  // without calling `then`, when there is nothing to look up.
+  bool gather_dnsxl(std::initializer_list<const Restrictions*> lists, const CheckFacts& f, std::function<void()> then);
+  // Logs what access-table actions did (Postfix log_whatsup) and keeps HOLD/DISCARD.
+  void apply_effects(const Effects& e, const std::string& stage, const std::string& to);
+  // Postfix SMTPD_FLAG_ILL_PIPELINING: `after` is the command (or CONNECT).
+  void note_pipelining(std::string_view after, std::string_view pending);
   CheckFacts facts() const;
   std::string protocol() const;
   void log_reject(const std::string& stage, const Reply& r, const std::string& to);
@@ -294,6 +307,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string client_;  // "name[addr]"
   bool in_mynetworks_ = false;
   bool anvil_counted_ = false;
+  bool ill_pipelining_ = false;  // commands sent ahead of time where not allowed (whole session)
+  DnsxlCache dnsxl_;             // DNS list answers of this session
   std::optional<std::string> helo_;
   bool esmtp_ = false;
   bool tls_ = false;
@@ -310,6 +325,8 @@ class Session : public std::enable_shared_from_this<Session> {
   DomainDns sender_dns_;
   AddressClass sender_class_ = AddressClass::kDefault;
   std::vector<std::shared_ptr<AcceptedRcpt>> rcpts_;
+  bool hold_ = false;     // an access table said HOLD: queue the message on hold
+  bool discard_ = false;  // an access table said DISCARD: accept and throw away
   std::unique_ptr<BodyWriter> body_;
   std::unique_ptr<HeaderFilter> filter_;
   smtp::DataReader data_;
@@ -450,8 +467,34 @@ void Session::greet() {
     }
   }
   phase_ = Phase::kCommands;
+  // A client that talks before the greeting (Postfix "improper command pipelining
+  // after CONNECT"). Reading is paused until now, so whatever it sent waits in the
+  // socket. Not on smtps, where the client rightly speaks first (TLS), nor locally.
+  if (port_ != Port::kSmtps && port_ != Port::kLocal && !conn_->peer().is_unix) {
+    int pending = 0;
+    if (::ioctl(conn_->fd(), FIONREAD, &pending) == 0 && pending > 0) {
+      char peek[100];
+      ssize_t n = ::recv(conn_->fd(), peek, sizeof peek, MSG_PEEK | MSG_DONTWAIT);
+      note_pipelining("CONNECT", n > 0 ? std::string_view(peek, static_cast<size_t>(n)) : std::string_view());
+    }
+  }
   reply(Reply(220, "", s_.banner), false);
   end_wait();
+}
+
+void Session::note_pipelining(std::string_view after, std::string_view pending) {
+  if (ill_pipelining_) return;
+  ill_pipelining_ = true;
+  // Postfix logs the first pending line. Not after STARTTLS: those plaintext bytes
+  // are thrown away unread (CVE-2011-0411), so only their count is logged.
+  std::string what;
+  if (after == "STARTTLS") {
+    what = std::to_string(pending.size()) + " bytes discarded";
+  } else {
+    what = common::log_escape(pending.substr(0, pending.find_first_of("\r\n")), 100);
+  }
+  common::log::logf(common::log::Level::kInfo, "smtpd", "improper command pipelining after %s from %s: %s",
+                    std::string(after).c_str(), client_.c_str(), what.c_str());
 }
 
 void Session::begin_wait() {
@@ -516,6 +559,19 @@ void Session::process() {
       }
     }
     std::string text(line.text);
+    if (!ill_pipelining_ && phase_ == Phase::kCommands && in_.buffered() > 0) {
+      // RFC 2920 3.1: these commands end a group; and without PIPELINING (seen only
+      // in our EHLO reply) no command may be sent ahead of time. BDAT's chunk is not
+      // a command. (Postfix sets the same flag for reject_unauth_pipelining.)
+      std::string verb = upper(text.substr(0, std::min<size_t>(text.find(' '), 16)));
+      static const char* const kLast[] = {"HELO", "EHLO", "DATA", "QUIT", "STARTTLS", "NOOP", "VRFY", "EXPN", "ETRN", "TURN"};
+      bool last = false;
+      for (const char* k : kLast) last = last || verb == k;
+      if (verb != "BDAT" && (last || !esmtp_)) {
+        std::string_view rest = in_.peek();
+        note_pipelining(verb, rest);
+      }
+    }
     handle_line(text);
   }
 }
@@ -696,7 +752,87 @@ CheckFacts Session::facts() const {
   f.sender_class = sender_class_;
   f.sender_dns = sender_dns_;
   f.recipients_accepted = rcpts_.size();
+  f.ill_pipelining = ill_pipelining_;
+  f.dnsxl = &dnsxl_;
   return f;
+}
+
+bool Session::gather_dnsxl(std::initializer_list<const Restrictions*> lists, const CheckFacts& f,
+                           std::function<void()> then) {
+  std::vector<std::string> names;
+  for (const Restrictions* l : lists) {
+    for (std::string& n : l->dnsxl_queries(f)) {
+      if (dnsxl_.count(n) == 0 && std::find(names.begin(), names.end(), n) == names.end()) names.push_back(std::move(n));
+    }
+  }
+  if (names.empty()) return true;
+  // Bound what a client can make us remember: the names come from its HELO, sender
+  // and recipients (and the configured lists). Forgetting only costs a new query.
+  if (dnsxl_.size() > 256) dnsxl_.clear();
+  common::dns::Resolver* r = server_.resolver();
+  if (!r) {
+    for (const std::string& n : names) {
+      common::log::warning("%s: RBL lookup error: no DNS resolver", n.c_str());
+      dnsxl_[n].status = common::dns::Status::kTempFail;
+    }
+    return true;
+  }
+  auto pending = std::make_shared<size_t>(names.size());
+  std::weak_ptr<Session> weak = weak_from_this();
+  auto one_done = [pending, then] {
+    if (--*pending == 0) then();
+  };
+  for (const std::string& n : names) {
+    r->addresses(n, true, false, [weak, n, one_done](const common::dns::Answer& a) {
+      auto s = weak.lock();
+      if (!s) return;
+      DnsxlAnswer& out = s->dnsxl_[n];
+      out.status = a.status;
+      if (a.status != common::dns::Status::kOk) {
+        // Postfix: no definitive answer means not listed; mail is not refused because
+        // a DNS list server is down.
+        if (a.status != common::dns::Status::kNxDomain && a.status != common::dns::Status::kNoData) {
+          common::log::warning("%s: RBL lookup error: %s", n.c_str(),
+                               a.error.empty() ? common::dns::status_name(a.status) : a.error.c_str());
+        }
+        one_done();
+        return;
+      }
+      out.addresses = a.addresses;
+      s->server_.resolver()->txt(n, [weak, n, one_done](const common::dns::Answer& t) {
+        auto s2 = weak.lock();
+        if (!s2) return;
+        if (t.status == common::dns::Status::kOk) {
+          // Postfix joins the TXT records with " / ", up to 500 bytes.
+          std::string txt;
+          for (const std::string& one : t.texts) {
+            if (!txt.empty()) txt += " / ";
+            txt += one;
+            if (txt.size() >= 500) break;
+          }
+          if (txt.size() > 500) txt.resize(500);
+          s2->dnsxl_[n].txt = common::log_escape(txt, 500);
+        }
+        one_done();
+      });
+    });
+  }
+  return false;
+}
+
+void Session::apply_effects(const Effects& e, const std::string& stage, const std::string& to) {
+  std::string from = mail_ ? (mail_->null ? "" : mail_->mailbox.address()) : "";
+  for (const auto& [action, text] : e.whatsup) {
+    // Postfix log_whatsup(): the reject line's shape with the action's name.
+    std::string t = std::string(body_ ? body_->queue_id() : "NOQUEUE") + ": " + action + ": " + stage + " from " +
+                    client_ + ": " + common::log_escape(text, 500) + "; from=<" + common::log_escape(from, 300) + ">";
+    if (!to.empty()) t += " to=<" + common::log_escape(to, 300) + ">";
+    t += " proto=" + protocol();
+    if (helo_) t += " helo=<" + common::log_escape(*helo_, 255) + ">";
+    common::log::logf(common::log::Level::kInfo, "smtpd", "%s", t.c_str());
+  }
+  if (e.hold) hold_ = true;
+  if (e.discard) discard_ = true;
 }
 
 void Session::log_reject(const std::string& stage, const Reply& r, const std::string& to) {
@@ -800,15 +936,36 @@ void Session::cmd_helo(smtp::Command& c, bool esmtp) {
   helo_ = c.argument.substr(0, 255);
   esmtp_ = esmtp;
   if (!s_.delay_reject && !s_.helo.empty()) {
-    CheckFacts f = facts();
-    Verdict v = s_.helo.evaluate(CheckStage::kHelo, f, s_.codes);
-    if (v.refused()) {
-      log_reject(esmtp ? "EHLO" : "HELO", v.reply, "");
-      helo_.reset();
-      reply(v.reply);
+    std::weak_ptr<Session> weak = weak_from_this();
+    auto checked = [weak, esmtp] {
+      auto s = weak.lock();
+      if (!s || s->phase_ == Phase::kClosed) return;
+      CheckFacts f = s->facts();
+      Effects e;
+      Verdict v = s->s_.helo.evaluate(CheckStage::kHelo, f, s->s_.codes, &e);
+      s->apply_effects(e, esmtp ? "EHLO" : "HELO", "");
+      if (v.refused()) {
+        s->log_reject(esmtp ? "EHLO" : "HELO", v.reply, "");
+        s->helo_.reset();
+        s->reply(v.reply);
+        return;
+      }
+      s->helo_reply(esmtp);
+    };
+    if (!gather_dnsxl({&s_.helo}, facts(), [weak, checked] {
+          checked();
+          if (auto s = weak.lock(); s && s->phase_ != Phase::kClosed) s->end_wait();
+        })) {
+      begin_wait();
       return;
     }
+    checked();
+    return;
   }
+  helo_reply(esmtp);
+}
+
+void Session::helo_reply(bool esmtp) {
   if (!esmtp) {
     reply(Reply(250, "", s_.myhostname), false);
     return;
@@ -889,6 +1046,8 @@ void Session::reset_transaction() {
   sender_dns_ = DomainDns{};
   sender_class_ = AddressClass::kDefault;
   rcpts_.clear();
+  hold_ = false;
+  discard_ = false;
   body_.reset();
   filter_.reset();
   data_.reset();
@@ -967,32 +1126,54 @@ void Session::cmd_mail(smtp::Command& c) {
   auto finish = [this, verb = c.verb] {
     if (!s_.delay_reject) {
       CheckFacts f = facts();
+      Effects e;
+      Verdict v;
       for (auto [list, stage] : {std::pair{&s_.client, CheckStage::kClient}, std::pair{&s_.helo, CheckStage::kHelo},
                                  std::pair{&s_.sender, CheckStage::kSender}}) {
-        Verdict v = list->evaluate(stage, f, s_.codes);
-        if (v.refused()) {
-          log_reject("MAIL", v.reply, "");
-          mail_.reset();
-          count(verb, false);
-          reply(v.reply);
-          return;
-        }
-        if (v.kind == Verdict::Kind::kPermit && stage != CheckStage::kSender) continue;
+        v = list->evaluate(stage, f, s_.codes, &e);
+        if (v.refused()) break;
+      }
+      // Postfix DEFER_IF_PERMIT: what would be accepted is deferred instead.
+      if (!v.refused() && e.defer_if_permit) {
+        v.kind = Verdict::Kind::kDefer;
+        v.reply = *e.defer_if_permit;
+      }
+      apply_effects(e, "MAIL", "");
+      if (v.refused()) {
+        log_reject("MAIL", v.reply, "");
+        mail_.reset();
+        hold_ = discard_ = false;  // Postfix resets access-table side effects with MAIL
+        count(verb, false);
+        reply(v.reply);
+        return;
       }
     }
     count(verb, true);
     reply(Reply(250, "2.1.0", "Ok"), false);
   };
+  std::weak_ptr<Session> weak = weak_from_this();
+  auto pending = std::make_shared<int>(1);
+  auto done_one = [weak, pending, finish] {
+    if (--*pending != 0) return;
+    auto s = weak.lock();
+    if (!s || s->phase_ == Phase::kClosed) return;
+    finish();
+    s->end_wait();
+  };
+  bool wait = false;
   Needs n = s_.sender.needs();
   if (n.sender_dns && !mail_->null && !mail_->mailbox.domain_is_literal && sender_class_ == AddressClass::kDefault) {
+    ++*pending;
+    wait = true;
+    gather_dns(mail_->mailbox.domain, sender_dns_, done_one);
+  }
+  if (!s_.delay_reject && !gather_dnsxl({&s_.client, &s_.helo, &s_.sender}, facts(), done_one)) {
+    ++*pending;
+    wait = true;
+  }
+  if (wait) {
     begin_wait();
-    std::weak_ptr<Session> weak = weak_from_this();
-    gather_dns(mail_->mailbox.domain, sender_dns_, [weak, finish] {
-      auto s = weak.lock();
-      if (!s || s->phase_ == Phase::kClosed) return;
-      finish();
-      s->end_wait();
-    });
+    done_one();
     return;
   }
   finish();
@@ -1105,23 +1286,31 @@ void Session::rcpt_checks(std::shared_ptr<AcceptedRcpt> r) {
     f.recipient_class = rc;
     f.recipient_dns = g->rcpt_dns;
     f.recipient_known = postmaster ? Known::kYes : g->known;
+    Effects e;
     auto refuse = [&](const Verdict& v) {
+      s->apply_effects(e, "RCPT", to);
       s->log_reject("RCPT", v.reply, to);
       s->count(Verb::kRcpt, false);
       s->reply(v.reply);
       s->end_wait();
     };
+    if (s->discard_) {
+      // Postfix: once DISCARD was decided the message goes nowhere; no more checks.
+      s->rcpt_accept(r);
+      s->end_wait();
+      return;
+    }
     const SmtpdSettings& st = s->s_;
     if (st.delay_reject) {
       for (auto [list, stage] : {std::pair{&st.client, CheckStage::kClient}, std::pair{&st.helo, CheckStage::kHelo},
                                  std::pair{&st.sender, CheckStage::kSender}}) {
-        Verdict v = list->evaluate(stage, f, st.codes);
+        Verdict v = list->evaluate(stage, f, st.codes, &e);
         if (v.refused()) return refuse(v);
       }
     }
-    Verdict v = st.relay.evaluate(CheckStage::kRelay, f, st.codes);
+    Verdict v = st.relay.evaluate(CheckStage::kRelay, f, st.codes, &e);
     if (v.refused()) return refuse(v);
-    v = st.recipient.evaluate(CheckStage::kRecipient, f, st.codes);
+    v = st.recipient.evaluate(CheckStage::kRecipient, f, st.codes, &e);
     if (v.refused()) return refuse(v);
     // Relay control again, independent of how the lists were written: no
     // authorised destination, no AUTH, not from mynetworks means no.
@@ -1144,6 +1333,14 @@ void Session::rcpt_checks(std::shared_ptr<AcceptedRcpt> r) {
       Verdict u = unlisted_recipient(f, st.codes);
       if (u.refused()) return refuse(u);
     }
+    // Postfix DEFER_IF_PERMIT: what would be accepted is deferred instead.
+    if (e.defer_if_permit) {
+      Verdict d;
+      d.kind = Verdict::Kind::kDefer;
+      d.reply = *e.defer_if_permit;
+      return refuse(d);
+    }
+    s->apply_effects(e, "RCPT", to);
     s->rcpt_accept(r);
     s->end_wait();
   };
@@ -1154,6 +1351,14 @@ void Session::rcpt_checks(std::shared_ptr<AcceptedRcpt> r) {
   if (need_all.recipient_dns && rc == AddressClass::kDefault && !r->path.mailbox.domain_is_literal) {
     ++g->pending;
     gather_dns(r->path.mailbox.domain, g->rcpt_dns, done_one);
+  }
+  {
+    CheckFacts pre = facts();
+    pre.recipient = &r->path;
+    pre.recipient_class = rc;
+    if (!gather_dnsxl({&s_.client, &s_.helo, &s_.sender, &s_.relay, &s_.recipient, &s_.data}, pre, done_one)) {
+      ++g->pending;
+    }
   }
   if (check_known) {
     ++g->pending;
@@ -1205,12 +1410,22 @@ bool Session::begin_body() {
     reply(Reply(554, "5.5.1", "Error: no valid recipients"));
     return false;
   }
-  CheckFacts f = facts();
-  Verdict v = s_.data.evaluate(CheckStage::kData, f, s_.codes);
-  if (v.refused()) {
-    log_reject("DATA", v.reply, rcpts_.size() == 1 ? rcpts_[0]->path.mailbox.address() : "");
-    reply(v.reply);
-    return false;
+  if (!discard_) {
+    // The DNS list answers this list needs were gathered at RCPT TO.
+    CheckFacts f = facts();
+    Effects e;
+    Verdict v = s_.data.evaluate(CheckStage::kData, f, s_.codes, &e);
+    if (!v.refused() && e.defer_if_permit) {
+      v.kind = Verdict::Kind::kDefer;
+      v.reply = *e.defer_if_permit;
+    }
+    const std::string one = rcpts_.size() == 1 ? rcpts_[0]->path.mailbox.address() : "";
+    apply_effects(e, "DATA", one);
+    if (v.refused()) {
+      log_reject("DATA", v.reply, one);
+      reply(v.reply);
+      return false;
+    }
   }
   // The Received header (RFC 5321 4.4), in Postfix's layout.
   const std::string qid = body_->queue_id();
@@ -1394,6 +1609,20 @@ void Session::end_body(bool bare_newline) {
   env.origin = port_ == Port::kLocal ? "sendmail" : "smtpd";
   env.client = client_;
   env.sasl_user = sasl_user_;
+  env.hold = hold_;
+  if (discard_) {
+    // An access table said DISCARD: the client is told the message was queued (as
+    // Postfix's cleanup does), and nothing is stored or delivered.
+    common::log::logf(common::log::Level::kInfo, "smtpd", "%s: discarded: an access table DISCARD action; from=<%s>",
+                      qid.c_str(), common::log_escape(env.sender, 300).c_str());
+    count(verb, true);
+    reset_transaction();
+    reply(Reply(250, "2.0.0", "Ok: queued as " + qid), false);
+    return;
+  }
+  if (hold_) {
+    common::log::logf(common::log::Level::kInfo, "smtpd", "%s: placed on hold by an access table HOLD action", qid.c_str());
+  }
   for (const auto& r : rcpts_) {
     for (const Destination& d : r->dests) {
       Recipient q;

@@ -1,8 +1,10 @@
 // SMTP access restrictions with Postfix's names, order and replies (smtpd_check.c,
-// postconf(5) "SMTPD ACCESS RESTRICTIONS"). Pure: the session gathers the facts a
-// restriction list needs (client name, DNS answers for the sender and recipient
-// domains, whether a recipient exists) and evaluate() turns a list plus facts into a
-// verdict. No I/O, no clock, so every rule has a table-driven unit test.
+// postconf(5) "SMTPD ACCESS RESTRICTIONS", access(5)). The session gathers the facts
+// a restriction list needs (client name, DNS answers for the sender and recipient
+// domains and the DNS lists, whether a recipient exists) and evaluate() turns a list
+// plus facts into a verdict. No network I/O and no clock; the only I/O is reading
+// the check_*_access tables (local files, as Postfix's dict lookups) and warning
+// about broken table entries in the log, so every rule has a table-driven unit test.
 //
 // Lists are evaluated left to right; the first permit, reject or defer ends the
 // list, and an exhausted list means "dunno" (on to the next list). A reject or
@@ -17,12 +19,17 @@
 //   504 5.5.2 <host>: Helo command rejected: need fully-qualified hostname
 #pragma once
 
+#include <map>
+#include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "common/cidr.h"
 #include "common/config.h"
 #include "common/dns.h"
+#include "common/maps.h"
 #include "common/result.h"
 #include "common/smtp_address.h"
 #include "common/smtp_reply.h"
@@ -55,6 +62,26 @@ struct DomainDns {
   bool null_mx = false;                                         // RFC 7505
 };
 
+// The answer of one DNS list query (reject_rbl_client, reject_rhsbl_*,
+// permit_dnswl_client), keyed by the query name ("2.0.0.127.zen.example").
+struct DnsxlAnswer {
+  common::dns::Status status = common::dns::Status::kTempFail;  // of the A lookup
+  std::vector<std::string> addresses;                           // the A records
+  std::string txt;  // the TXT records joined with " / ", at most 500 bytes (Postfix)
+};
+using DnsxlCache = std::map<std::string, DnsxlAnswer>;
+
+// What access-table actions do besides deciding (Postfix's log_whatsup and saved
+// flags): HOLD and DISCARD apply to the whole message, WARN only logs, and
+// DEFER_IF_PERMIT / DEFER_IF_REJECT change a later decision of the same command.
+struct Effects {
+  bool hold = false;
+  bool discard = false;
+  std::vector<std::pair<std::string, std::string>> whatsup;  // ("hold", "<x@y>: Sender address triggers HOLD action")
+  std::optional<common::smtp::Reply> defer_if_permit;
+  std::optional<common::smtp::Reply> defer_if_reject;
+};
+
 struct CheckFacts {
   // The client.
   std::string client_addr;                 // numeric
@@ -76,6 +103,10 @@ struct CheckFacts {
   DomainDns recipient_dns;
   // DATA.
   size_t recipients_accepted = 0;
+  // The client sent commands ahead of time where it may not (reject_unauth_pipelining).
+  bool ill_pipelining = false;
+  // DNS list answers gathered before evaluation; a query missing here is "not listed".
+  const DnsxlCache* dnsxl = nullptr;
 };
 
 // Reply codes from the config (Postfix *_reject_code keys).
@@ -90,6 +121,16 @@ struct CheckCodes {
   int unknown_client = 450;       // unknown_client_reject_code
   int non_fqdn = 504;
   int invalid_hostname = 501;
+  int access_map_reject = 554;    // access_map_reject_code
+  int access_map_defer = 450;     // access_map_defer_code
+  int maps_rbl = 554;             // maps_rbl_reject_code
+  std::string default_rbl_reply = "$rbl_code Service unavailable; $rbl_class [$rbl_what] blocked using $rbl_domain${rbl_reason?; $rbl_reason}";
+  std::shared_ptr<common::Map> rbl_reply_maps;  // rbl_reply_maps: zone -> template
+  std::string null_access_key = "<>";           // smtpd_null_access_lookup_key
+  bool parent_matches_subdomains = true;        // smtpd_access_maps in parent_domain_matches_subdomains
+  std::string recipient_delimiter = "+";
+  // Opens rbl_reply_maps too; errors name the key.
+  static common::Result<CheckCodes> load(const common::Config& cfg);
   static CheckCodes from_config(const common::Config& cfg);
 };
 
@@ -115,18 +156,52 @@ struct Needs {
 };
 
 // A parsed restriction list. parse() refuses unknown names at start-up, naming the
-// config key ("smtpd_recipient_restrictions: unknown restriction 'x'").
+// config key ("smtpd_recipient_restrictions: unknown restriction 'x'"), and opens
+// the tables of check_*_access (before the daemon drops privileges, as Postfix
+// opens them before its chroot).
 class Restrictions {
  public:
   static common::Result<Restrictions> parse(const std::vector<std::string>& items, const std::string& key);
   Needs needs() const;
   bool empty() const { return items_.empty(); }
+  // The DNS list queries this list would make with these facts (names to look up
+  // as A, and TXT when listed), so the session can ask them before evaluate().
+  std::vector<std::string> dnsxl_queries(const CheckFacts& facts) const;
 
-  Verdict evaluate(CheckStage stage, const CheckFacts& facts, const CheckCodes& codes) const;
+  // `effects`, when given, collects HOLD/DISCARD/WARN and the DEFER_IF_* state;
+  // without it those actions are evaluated but have no effect.
+  Verdict evaluate(CheckStage stage, const CheckFacts& facts, const CheckCodes& codes,
+                   Effects* effects = nullptr) const;
+
+  // A cidr: table (Postfix cidr_table(5)): "network/prefix value" lines, the first
+  // network that contains the address decides; read once at start-up.
+  struct CidrTable {
+    std::vector<std::pair<common::NetworkList, std::string>> entries;
+    std::optional<std::string> lookup(const std::string& key) const;
+  };
+  struct Item {
+    std::string name;                   // lower-cased restriction name
+    std::string arg;                    // the table or DNS zone that follows it, if it takes one
+    std::shared_ptr<common::Map> map;   // check_*_access with hash:, lmdb:, texthash:
+    std::shared_ptr<CidrTable> cidr;    // check_*_access with cidr:
+  };
 
  private:
-  std::vector<std::string> items_;
+  std::vector<Item> items_;
 };
+
+// Lookup keys, in access(5)'s order. Pure, for unit tests.
+// A host name and its parent domains: "a.b.c", then "b.c", "c" (parent style, the
+// default) or ".b.c", ".c"; a numeric address is looked up only as itself.
+std::vector<std::string> access_domain_keys(const std::string& domain, bool parent_style);
+// A network address and its shorter prefixes: "1.2.3.4", "1.2.3", "1.2", "1" (IPv6
+// shortened at ':', as Postfix does).
+std::vector<std::string> access_address_keys(const std::string& address);
+// An email address: user+ext@domain, user@domain, domain and parents, user+ext@, user@.
+std::vector<std::string> access_mail_keys(const std::string& local, const std::string& domain,
+                                          const std::string& delimiters, bool parent_style);
+// The DNSBL query name for a client address: reversed octets (IPv4) or nibbles (IPv6).
+std::string dnsxl_reverse(const std::string& address);
 
 // The implicit smtpd_reject_unlisted_recipient check and the explicit
 // reject_unlisted_recipient: unknown users of our domains.
