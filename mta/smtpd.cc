@@ -278,6 +278,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void note_pipelining(std::string_view after, std::string_view pending);
   CheckFacts facts() const;
   std::string protocol() const;
+  std::string received_protocol() const;
   void log_reject(const std::string& stage, const Reply& r, const std::string& to);
   void count(Verb v, bool ok);
   void count_name(const std::string& name, bool ok);
@@ -731,11 +732,19 @@ void Session::on_close(common::net::CloseReason reason, const std::string& detai
 }
 
 std::string Session::protocol() const {
-  // RFC 3848 with-protocol types.
+  // RFC 3848 with-protocol types (the log's proto= as Postfix's).
   if (!esmtp_) return "SMTP";
   std::string p = "ESMTP";
   if (tls_) p += "S";
   if (!sasl_user_.empty()) p += "A";
+  return p;
+}
+
+// In the Received header, SMTPUTF8 mail is UTF8SMTP, UTF8SMTPS, UTF8SMTPA or
+// UTF8SMTPSA (RFC 6531 3.7.3, registered in the RFC 3848 table).
+std::string Session::received_protocol() const {
+  std::string p = protocol();
+  if (esmtp_ && mail_params_.smtputf8) p.replace(0, 5, "UTF8SMTP");
   return p;
 }
 
@@ -978,7 +987,10 @@ void Session::helo_reply(bool esmtp) {
   }
   lines.push_back("VRFY");
   lines.push_back("ETRN");
-  if (!tls_ && server_.tls() && (port_ != Port::kMx || s_.tls_level != "none")) lines.push_back("STARTTLS");
+  // Not on the local socket (sendmail -bs), which refuses STARTTLS with 502.
+  if (!tls_ && server_.tls() && port_ != Port::kLocal && (port_ != Port::kMx || s_.tls_level != "none")) {
+    lines.push_back("STARTTLS");
+  }
   if (auth_offered()) {
     std::string mechs;
     for (const auto& m : offered_mechanisms()) mechs += (mechs.empty() ? "" : " ") + m.name;
@@ -1439,7 +1451,7 @@ bool Session::begin_body() {
     if (!sasl_user_.empty() && s_.sasl_authenticated_header) {
       rcv += "\t(Authenticated sender: " + common::log_escape(sasl_user_, 128) + ")\r\n";
     }
-    rcv += "\tby " + s_.myhostname + " (" + s_.mail_name + ") with " + protocol() + " id " + qid;
+    rcv += "\tby " + s_.myhostname + " (" + s_.mail_name + ") with " + received_protocol() + " id " + qid;
   }
   const time_t now = ::time(nullptr);
   if (rcpts_.size() == 1) {
@@ -1546,6 +1558,9 @@ void Session::bdat_bytes(std::string_view data) {
     count(Verb::kBdat, false);
     if (!mail_) {
       reply(Reply(503, "5.5.1", "Error: need MAIL command"));
+      // No transaction to poison: a MAIL that follows starts a fresh one.
+      bdat_active_ = false;
+      bdat_failed_ = false;
     } else {
       reply(Reply(554, "5.5.1", "Error: no valid recipients"));
     }

@@ -491,3 +491,19 @@ def test_bcc_and_return_path_headers_are_dropped(mail):
         assert b"forged@evil.test" not in head, m
         assert head.count(b"Return-Path:") == 1 and b"Return-Path: <x@example.net>" in head, m
         assert body == b"Bcc: body text stays\n"
+
+
+def test_smtputf8_mail_is_received_with_utf8smtp_and_bs_offers_no_starttls(mail):
+    # RFC 6531 3.7.3: the Received header of SMTPUTF8 mail says UTF8SMTP.
+    with smtplib.SMTP("127.0.0.1", mail.port("smtpd"), timeout=30) as s:
+        s.ehlo("client.test")
+        s.sendmail("jürgen@example.net", ["alice@example.test"], "Subject: ü\r\n\r\nbody\r\n".encode(),
+                   mail_options=["SMTPUTF8"])
+    (m,) = wait_messages(mail, "alice", 1)
+    assert re.search(rb"\)\r?\n\tby [^ ]+ \(Tern\) with UTF8SMTP id ", m), m
+    # sendmail -bs talks SMTP on stdin/stdout over the local socket, where STARTTLS
+    # is refused: it must not be offered either.
+    r = subprocess.run([f"{BIN}/sendmail", "-bs"], input="EHLO me\r\nQUIT\r\n", text=True, capture_output=True,
+                       env=mail.env(), timeout=30)
+    assert "250-PIPELINING" in r.stdout or "250 PIPELINING" in r.stdout, r.stdout
+    assert "STARTTLS" not in r.stdout, r.stdout

@@ -433,3 +433,21 @@ def test_banner_and_recipient_rate_limit(tern_factory):
     code, lines = c.reply()
     assert code == 421 and "too many connections from 127.0.0.1" in lines[0]
     assert "Connection rate limit exceeded" in t.wait_log("Connection rate limit exceeded")
+
+
+def test_bdat_before_mail_does_not_poison_the_next_transaction(mx):
+    # RFC 3030: a BDAT without a transaction is read, thrown away and refused; a MAIL
+    # after it starts a normal transaction (it used to stay stuck in a failed BDAT
+    # until RSET).
+    s = Raw(mx.port("smtp"))
+    s.reply()
+    s.cmd("EHLO client.example.org")
+    s.send(b"BDAT 5\r\nhello")
+    assert s.reply()[0] == 503
+    assert s.cmd("MAIL FROM:<a@sender.example>")[0] == 250
+    assert s.cmd("RCPT TO:<alice@example.test>")[0] == 250
+    body = b"Subject: after\r\n\r\nok\r\n"
+    s.send(b"BDAT %d LAST\r\n" % len(body) + body)
+    code, lines = s.reply()
+    assert code == 250 and "queued as" in lines[0], (code, lines)
+    s.cmd("QUIT")
