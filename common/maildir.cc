@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "common/mime.h"
 #include "common/text.h"
 
 namespace tern::common::maildir {
@@ -283,7 +284,7 @@ Result<Delivery> Delivery::begin(const std::string& maildir) {
 
 Delivery::Delivery(Delivery&& o) noexcept
     : maildir_(std::move(o.maildir_)), tmp_path_(std::move(o.tmp_path_)), fd_(std::move(o.fd_)),
-      buf_(std::move(o.buf_)), size_(o.size_), lines_(o.lines_), done_(std::exchange(o.done_, true)) {}
+      buf_(std::move(o.buf_)), size_(o.size_), bare_lfs_(o.bare_lfs_), last_cr_(o.last_cr_), done_(std::exchange(o.done_, true)) {}
 
 Delivery& Delivery::operator=(Delivery&& o) noexcept {
   if (this != &o) {
@@ -293,7 +294,8 @@ Delivery& Delivery::operator=(Delivery&& o) noexcept {
     fd_ = std::move(o.fd_);
     buf_ = std::move(o.buf_);
     size_ = o.size_;
-    lines_ = o.lines_;
+    bare_lfs_ = o.bare_lfs_;
+    last_cr_ = o.last_cr_;
     done_ = std::exchange(o.done_, true);
   }
   return *this;
@@ -325,7 +327,8 @@ Status Delivery::flush() {
 Status Delivery::write(std::string_view data) {
   if (done_) return make_error(ErrorKind::kTemp, "write after the delivery ended");
   size_ += data.size();
-  lines_ += static_cast<uint64_t>(std::count(data.begin(), data.end(), '\n'));
+  bare_lfs_ += mime::count_bare_lf(data, last_cr_);
+  if (!data.empty()) last_cr_ = data.back() == '\r';
   if (buf_.size() + data.size() > kWriteBuffer) {
     if (Status s = flush(); !s) return s;
     if (data.size() >= kWriteBuffer) {

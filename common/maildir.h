@@ -131,7 +131,8 @@ class Delivery {
   // Unlinks the tmp file.
   void abort();
   uint64_t size() const { return size_; }
-  uint64_t vsize() const { return size_ + lines_; }
+  // The size IMAP and POP3 serve (mime::to_crlf()): one more octet per bare LF.
+  uint64_t vsize() const { return size_ + bare_lfs_; }
   const std::string& tmp_path() const { return tmp_path_; }
 
  private:
@@ -142,7 +143,8 @@ class Delivery {
   UniqueFd fd_;
   std::string buf_;
   uint64_t size_ = 0;
-  uint64_t lines_ = 0;
+  uint64_t bare_lfs_ = 0;  // LFs not preceded by CR, across write() calls
+  bool last_cr_ = false;   // the last byte written was a CR
   bool done_ = false;
 };
 

@@ -12,6 +12,7 @@
 #include <set>
 
 #include "common/log.h"
+#include "common/mime.h"
 #include "common/text.h"
 #include "common/unique_fd.h"
 #include "mra/imap_mutf7.h"
@@ -164,17 +165,6 @@ Status remove_tree(const std::string& path) {
   }
   if (::rmdir(path.c_str()) < 0 && errno != ENOENT) return common::errno_error("rmdir " + path, errno);
   return {};
-}
-
-// LF line ends, as every maildir reader expects (RFC 822 CRLF on the wire).
-std::string to_lf(std::string_view in) {
-  std::string out;
-  out.reserve(in.size());
-  for (size_t i = 0; i < in.size(); ++i) {
-    if (in[i] == '\r' && i + 1 < in.size() && in[i + 1] == '\n') continue;
-    out += in[i];
-  }
-  return out;
 }
 
 struct FlagLetter {
@@ -792,7 +782,7 @@ Result<AppendResult> MaildirStore::append(const std::string& name, std::string_v
   Result<std::string> dir = dir_of(name);
   if (!dir) return dir.take_error();
   if (!is_dir(*dir + "/cur")) return make_error(ErrorKind::kNotFound, "no such mailbox");
-  const std::string data = to_lf(message);
+  const std::string data = common::mime::to_lf(message);  // BODY[] gives `message` back
   if (Status q = check_quota(data.size(), 1); !q) return q.take_error();
   Keywords kw(*dir);
   const std::string letters = flags_to_letters(flags, kw, true);

@@ -14,6 +14,7 @@
 #include <set>
 #include <thread>
 
+#include "common/mime.h"
 #include "common/text.h"
 
 namespace tern::mra {
@@ -410,12 +411,8 @@ std::string render(const std::string& data, const MboxMessage& m, uint32_t base_
 
 std::string new_message(std::string_view content, int64_t date) {
   // LF line ends: the mbox is a Unix file.
-  std::string lf;
-  lf.reserve(content.size());
-  for (size_t i = 0; i < content.size(); ++i) {
-    if (content[i] == '\r' && i + 1 < content.size() && content[i + 1] == '\n') continue;
-    lf += content[i];
-  }
+  // (a stray CR before a CRLF is kept: BODY[] gives `content` back).
+  std::string lf = common::mime::to_lf(content);
   std::string out = common::mbox::from_line("MAILER-DAEMON", static_cast<time_t>(date));
   common::mbox::FromQuoter q;
   q.feed(lf, out);

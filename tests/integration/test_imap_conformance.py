@@ -1,0 +1,133 @@
+"""tern-mra against the points of the IMAP/POP3 conformance audit (/work/audit-imap.md):
+octet counts of messages stored with CRLF or stray CRs, APPEND byte-exactness,
+keywords across RENAME INBOX, \\Recent on APPEND/COPY/MOVE, subscriptions to
+mailboxes that do not exist, SEARCHRES with MIN/MAX, and LSUB attributes. Real
+daemons, imaplib/poplib where they pass bytes through unchanged, raw sockets where
+they do not (imaplib's append() rewrites a stray CR as CRLF)."""
+import os
+import re
+
+import pytest
+
+from mra_helpers import PW, USER, Raw, deliver, files_in, imap, maildir_of, make_mra, pop
+
+
+@pytest.fixture
+def mra(request):
+    t = make_mra()
+    yield t
+    t.stop()
+    rep = getattr(request.node, "rep_call", None)
+    if not (rep is not None and rep.failed):
+        t.cleanup()
+
+
+def place_in_cur(root, name, data):
+    """Writes a message straight into cur/, as a migration tool (or another MDA) does:
+    no S=/W= in the name, CRLF line ends kept. Owned like the folder."""
+    path = os.path.join(root, "cur", name)
+    with open(path, "wb") as f:
+        f.write(data)
+    st = os.stat(os.path.join(root, "cur"))
+    if os.geteuid() == 0:
+        os.chown(path, st.st_uid, st.st_gid)
+    return path
+
+
+def size_and_body(c, seq):
+    typ, data = c.fetch(seq, "(RFC822.SIZE BODY.PEEK[])")
+    assert typ == "OK", data
+    head, body = data[0]
+    return int(re.search(rb"RFC822\.SIZE (\d+)", head).group(1)), body
+
+
+class RawImap(Raw):
+    def __init__(self, t):
+        super().__init__(t.port("imap"))
+        self.line()  # greeting
+        self.n = 0
+
+    def cmd(self, text):
+        """Sends one command (bytes or str); returns its response lines."""
+        self.n += 1
+        tag = b"t%d" % self.n
+        self.send(tag + b" " + (text if isinstance(text, bytes) else text.encode()) + b"\r\n")
+        lines = self.until(tag + b" ")
+        return lines
+
+    def login(self):
+        assert self.cmd('LOGIN "%s" "%s"' % (USER, PW))[-1].split()[1] == b"OK"
+
+
+CRLF_FILE = b"Subject: crlf-file\r\nFrom: a@b\r\n\r\nline1\r\nline2\r\n"
+MIXED_FILE = b"Subject: mixed\nFrom: a@b\r\n\r\nx\r\r\ny\nlast line\r\n"
+
+
+def test_sizes_of_a_crlf_maildir_file_match_the_octets_served(mra):
+    deliver(mra, USER, "lf one", body="a\r\nb\r\n")  # an ordinary LF file with S=/W=
+    root = maildir_of(mra, USER)
+    place_in_cur(root, "1700000100.M1P1.migrated:2,S", CRLF_FILE)
+    place_in_cur(root, "1700000200.M2P1.migrated:2,", MIXED_FILE)
+    c = imap(mra)
+    typ, data = c.select("INBOX")
+    assert data == [b"3"]
+    expect = {2: CRLF_FILE, 3: MIXED_FILE.replace(b"mixed\n", b"mixed\r\n").replace(b"y\n", b"y\r\n")}
+    for seq in (1, 2, 3):
+        size, body = size_and_body(c, str(seq))
+        assert size == len(body), (seq, size, body)
+        if seq in expect:
+            assert body == expect[seq]
+        typ, data = c.fetch(str(seq), "(BINARY.SIZE[] BODY.PEEK[]<0.10000>)")
+        head = data[0][0]
+        assert int(re.search(rb"BINARY\.SIZE\[\] (\d+)", head).group(1)) == size
+        assert data[0][1] == body
+    # A partial fetch at the last octets ends exactly where RFC822.SIZE says.
+    size, body = size_and_body(c, "2")
+    typ, data = c.fetch("2", "(BODY.PEEK[]<%d.100>)" % (size - 5))
+    assert data[0][1] == body[-5:]
+    typ, data = c.status("INBOX", "(SIZE)")
+    total = sum(size_and_body(c, str(s))[0] for s in (1, 2, 3))
+    assert b"SIZE %d" % total in data[0]
+    c.logout()
+
+    # POP3: LIST equals what RETR sends (after dot-unstuffing, without the terminator).
+    r = Raw(mra.port("pop3"))
+    r.line()
+    r.send(b"USER %s\r\nPASS %s\r\n" % (USER.encode(), PW.encode()))
+    assert r.line().startswith(b"+OK") and r.line().startswith(b"+OK")
+    r.send(b"LIST\r\n")
+    listing = r.until(b".")
+    sizes = {int(l.split()[0]): int(l.split()[1]) for l in listing[1:-1]}
+    assert len(sizes) == 3
+    for n, want in sizes.items():
+        r.send(b"RETR %d\r\n" % n)
+        first = r.line()
+        assert first == b"+OK %d octets" % want, first
+        while b"\r\n.\r\n" not in r.buf:
+            r.buf += r.s.recv(65536)
+        raw, _, r.buf = r.buf.partition(b"\r\n.\r\n")
+        msg = re.sub(rb"(^|\r\n)\.", rb"\1", raw) + b"\r\n"
+        assert len(msg) == want, (n, msg)
+        if n in expect:
+            assert msg == expect[n]
+    r.send(b"QUIT\r\n")
+    r.line()
+    r.close()
+
+
+def test_append_keeps_a_stray_cr_byte_for_byte(mra):
+    msg = b"Subject: cr\r\n\r\nx\r\r\ny\r\nlone\rcr\r\n"
+    r = RawImap(mra)
+    r.login()
+    r.send(b"a APPEND INBOX {%d+}\r\n" % len(msg) + msg + b"\r\n")
+    assert r.until(b"a ")[-1].startswith(b"a OK")
+    r.close()
+    c = imap(mra)
+    c.select("INBOX")
+    size, body = size_and_body(c, "1")
+    assert body == msg and size == len(msg)
+    c.logout()
+    p = pop(mra)
+    resp, listing, _ = p.list()
+    assert listing == [b"1 %d" % len(msg)]
+    p.quit()
