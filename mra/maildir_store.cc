@@ -676,6 +676,14 @@ Status MaildirStore::rename(const std::string& from, const std::string& to) {
   if (common::iequals(from, "INBOX")) {
     // RFC 3501 6.3.5: INBOX's messages move to the new mailbox; INBOX stays, empty.
     if (Status c = maildir::create(*to_dir, true); !c) return c;
+    // The keyword letters in the file names mean what INBOX's dovecot-keywords says:
+    // the new mailbox gets the same map before the first file arrives, so every
+    // message keeps exactly its keywords (INBOX keeps its map too, as Dovecot does).
+    Result<std::string> keywords = read_file(*from_dir + "/dovecot-keywords", 64 << 10);
+    if (!keywords) return keywords.take_error();
+    if (!keywords->empty()) {
+      if (Status w = write_file(*to_dir + "/dovecot-keywords", *keywords); !w) return w;
+    }
     Result<std::vector<maildir::Entry>> list = maildir::list(*from_dir);
     if (!list) return list.take_error();
     for (const maildir::Entry& e : *list) {

@@ -131,3 +131,39 @@ def test_append_keeps_a_stray_cr_byte_for_byte(mra):
     resp, listing, _ = p.list()
     assert listing == [b"1 %d" % len(msg)]
     p.quit()
+
+
+def flags_of(c, seq):
+    typ, data = c.fetch(seq, "(FLAGS)")
+    assert typ == "OK", data
+    return set(re.search(rb"FLAGS \(([^)]*)\)", data[0]).group(1).split())
+
+
+def test_rename_inbox_keeps_every_keyword_on_its_message(mra):
+    deliver(mra, USER, "one")
+    deliver(mra, USER, "two")
+    c = imap(mra)
+    c.select("INBOX")
+    typ, data = c.store("1", "FLAGS", r"(\Seen $Forwarded foo)")
+    assert typ == "OK", data
+    typ, data = c.store("2", "+FLAGS", "(bar)")
+    assert typ == "OK", data
+    typ, data = c.rename("INBOX", "OldInbox")
+    assert typ == "OK", data
+    typ, data = c.select("OldInbox")
+    assert data == [b"2"]
+    assert flags_of(c, "1") == {b"\\Seen", b"$Forwarded", b"foo"}
+    assert flags_of(c, "2") == {b"bar"}
+    # A keyword new to OldInbox gets a letter of its own, not one its messages use.
+    c.store("2", "+FLAGS", "(newkw $Junk)")
+    assert flags_of(c, "1") == {b"\\Seen", b"$Forwarded", b"foo"}
+    assert flags_of(c, "2") == {b"bar", b"newkw", b"$Junk"}
+    c.logout()
+    # A second session (a fresh read of the map) agrees; INBOX is empty and usable.
+    d = imap(mra)
+    d.select("OldInbox")
+    assert flags_of(d, "1") == {b"\\Seen", b"$Forwarded", b"foo"}
+    assert flags_of(d, "2") == {b"bar", b"newkw", b"$Junk"}
+    typ, data = d.select("INBOX")
+    assert data == [b"0"]
+    d.logout()
