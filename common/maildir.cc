@@ -340,12 +340,15 @@ Status Delivery::write(std::string_view data) {
   return {};
 }
 
-Result<std::string> Delivery::commit(Fsync fsync, DirSyncer* syncer, std::optional<std::string_view> flags) {
+Result<std::string> Delivery::commit(Fsync fsync, DirSyncer* syncer, std::optional<std::string_view> flags,
+                                     Into into) {
   if (done_) return make_error(ErrorKind::kTemp, "commit after the delivery ended");
   if (Status s = flush(); !s) return s.take_error();
   if (fsync == Fsync::kYes && ::fsync(fd_.get()) < 0) return io_error("fsync " + tmp_path_, errno);
   if (::close(fd_.release()) < 0) return io_error("close " + tmp_path_, errno);
-  const char* sub = flags ? "/cur/" : "/new/";
+  const bool in_cur = flags && into == Into::kByFlags;
+  if (!in_cur && flags && flags->empty()) flags.reset();  // new/: a plain name without info
+  const char* sub = in_cur ? "/cur/" : "/new/";
   for (int attempt = 0; attempt < 10; ++attempt) {
     std::string base = unique_base(size_, vsize());
     std::string name = flags ? make_name(base, *flags) : base;
@@ -353,7 +356,7 @@ Result<std::string> Delivery::commit(Fsync fsync, DirSyncer* syncer, std::option
     if (::renameat2(AT_FDCWD, tmp_path_.c_str(), AT_FDCWD, final_path.c_str(), RENAME_NOREPLACE) == 0) {
       done_ = true;
       if (fsync == Fsync::kYes) {
-        std::string dir = maildir_ + (flags ? "/cur" : "/new");
+        std::string dir = maildir_ + (in_cur ? "/cur" : "/new");
         Status s = syncer ? syncer->sync(dir) : fsync_dir(dir);
         if (!s) {
           // The name may not be durable: take the message back rather than
@@ -370,7 +373,7 @@ Result<std::string> Delivery::commit(Fsync fsync, DirSyncer* syncer, std::option
         ::unlink(tmp_path_.c_str());
         done_ = true;
         if (fsync == Fsync::kYes) {
-          std::string dir = maildir_ + (flags ? "/cur" : "/new");
+          std::string dir = maildir_ + (in_cur ? "/cur" : "/new");
           Status s = syncer ? syncer->sync(dir) : fsync_dir(dir);
           if (!s) {
             ::unlink(final_path.c_str());

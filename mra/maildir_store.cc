@@ -797,15 +797,17 @@ Result<AppendResult> MaildirStore::append(const std::string& name, std::string_v
   Result<maildir::Delivery> d = maildir::Delivery::begin(*dir);
   if (!d) return d.take_error();
   if (Status w = d->write(data); !w) return w.take_error();
-  Result<std::string> file = d->commit(settings_.fsync, &maildir::DirSyncer::global(), std::string_view(letters));
+  // Into new/: \Recent for the first session that sees it, as delivered mail.
+  Result<std::string> file = d->commit(settings_.fsync, &maildir::DirSyncer::global(), std::string_view(letters),
+                                       maildir::Delivery::Into::kNew);
   if (!file) return file.take_error();
   const int64_t date = internal_date.value_or(static_cast<int64_t>(::time(nullptr)));
   // The file's mtime is its INTERNALDATE for every Maildir reader (and for our own
   // index, should it be rebuilt).
-  const std::string path = *dir + "/cur/" + *file;
+  const std::string path = *dir + "/new/" + *file;
   timespec times[2] = {{static_cast<time_t>(date), 0}, {static_cast<time_t>(date), 0}};
   ::utimensat(AT_FDCWD, path.c_str(), times, AT_SYMLINK_NOFOLLOW);
-  Result<uint32_t> uid = index_->add_delivered(*disk, *file, false, d->size(), d->vsize(), date);
+  Result<uint32_t> uid = index_->add_delivered(*disk, *file, true, d->size(), d->vsize(), date);
   if (!uid) return uid.take_error();
   Result<index::MailboxStatus> st = index_->status(*disk);
   if (!st) return st.take_error();
@@ -834,8 +836,11 @@ Result<CopyResult> MaildirStore::copy_records(const std::vector<index::MessageRe
   std::vector<Made> made;
   for (const index::MessageRecord& r : recs) {
     std::string letters = flags_to_letters(letters_to_flags(r.flags, src_kw), dest_kw, true);
-    std::string name = maildir::make_name(maildir::unique_base(r.size, r.vsize), letters);
-    std::string to = *dir + "/cur/" + name;
+    // Into new/, so the copy is \Recent for the first session that sees it (RFC 3501
+    // 6.4.7; MOVE too, RFC 6851 3.3); its flags stay in the name.
+    const std::string base = maildir::unique_base(r.size, r.vsize);
+    std::string name = letters.empty() ? base : maildir::make_name(base, letters);
+    std::string to = *dir + "/new/" + name;
     if (::link(r.path(src_dir).c_str(), to.c_str()) < 0) {
       if (errno == ENOENT) continue;  // expunged meanwhile: not copied
       Result<std::string> data = read_file(r.path(src_dir), size_t{1} << 30);
@@ -843,19 +848,20 @@ Result<CopyResult> MaildirStore::copy_records(const std::vector<index::MessageRe
       Result<maildir::Delivery> d = maildir::Delivery::begin(*dir);
       if (!d) return d.take_error();
       if (Status w = d->write(*data); !w) return w.take_error();
-      Result<std::string> f = d->commit(settings_.fsync, &maildir::DirSyncer::global(), std::string_view(letters));
+      Result<std::string> f = d->commit(settings_.fsync, &maildir::DirSyncer::global(), std::string_view(letters),
+                                        maildir::Delivery::Into::kNew);
       if (!f) return f.take_error();
       name = *f;
-      to = *dir + "/cur/" + name;
+      to = *dir + "/new/" + name;
     }
     made.push_back(Made{r.uid, name, &r});
   }
   if (settings_.fsync == maildir::Fsync::kYes && !made.empty()) {
-    if (Status s = maildir::DirSyncer::global().sync(*dir + "/cur"); !s) return s.take_error();
+    if (Status s = maildir::DirSyncer::global().sync(*dir + "/new"); !s) return s.take_error();
   }
   CopyResult out;
   for (const Made& m : made) {
-    Result<uint32_t> uid = index_->add_delivered(*disk, m.file, false, m.rec->size, m.rec->vsize, m.rec->internal_date);
+    Result<uint32_t> uid = index_->add_delivered(*disk, m.file, true, m.rec->size, m.rec->vsize, m.rec->internal_date);
     if (!uid) return uid.take_error();
     out.src_uids.push_back(m.src_uid);
     out.dst_uids.push_back(*uid);

@@ -167,3 +167,54 @@ def test_rename_inbox_keeps_every_keyword_on_its_message(mra):
     typ, data = d.select("INBOX")
     assert data == [b"0"]
     d.logout()
+
+
+def recent_on_select(t, mailbox):
+    c = imap(t)
+    typ, data = c.select(mailbox)
+    assert typ == "OK", data
+    recent = int(c.untagged_responses["RECENT"][0])
+    return c, recent
+
+
+def test_append_copy_and_move_set_recent_for_the_first_session(mra):
+    deliver(mra, USER, "one")
+    deliver(mra, USER, "two")
+    c = imap(mra)
+    c.create("Filed")
+    c.select("INBOX")
+    c.store("1", "+FLAGS", r"(\Seen \Flagged kw1)")
+    typ, data = c.copy("1", "Filed")
+    assert typ == "OK", data
+    typ, data = c._simple_command("MOVE", "2", "Filed")
+    assert typ == "OK", data
+    typ, data = c.append("Filed", r"(\Draft)", None, b"Subject: appended\r\n\r\nbody\r\n")
+    assert typ == "OK", data
+    c.logout()
+    root = maildir_of(mra, USER, "Filed")
+    assert len(files_in(root, "new")) == 3 and files_in(root, "cur") == []
+    # The first session to select Filed gets all three as \Recent, flags intact.
+    d, recent = recent_on_select(mra, "Filed")
+    assert recent == 3
+    assert flags_of(d, "1") == {b"\\Seen", b"\\Flagged", b"kw1", b"\\Recent"}
+    assert flags_of(d, "2") == {b"\\Recent"}
+    assert flags_of(d, "3") == {b"\\Draft", b"\\Recent"}
+    d.logout()
+    # ... and a later one does not; the files are in cur/ with their flags.
+    e, recent = recent_on_select(mra, "Filed")
+    assert recent == 0
+    assert flags_of(e, "1") == {b"\\Seen", b"\\Flagged", b"kw1"}
+    e.logout()
+    assert files_in(root, "new") == [] and len(files_in(root, "cur")) == 3
+    assert any(":2,FSa" in n for n in files_in(root, "cur"))
+
+
+def test_append_to_the_selected_mailbox_is_recent_there(mra):
+    c = imap(mra)
+    c.select("INBOX")
+    typ, data = c.append("INBOX", None, None, b"Subject: a\r\n\r\nb\r\n")
+    assert typ == "OK", data
+    typ, data = c.noop()
+    assert typ == "OK", data
+    assert flags_of(c, "1") == {b"\\Recent"}
+    c.logout()
