@@ -866,12 +866,21 @@ ImapSession::Step ImapSession::cmd_list(Command& c) {
   };
   for (const MailboxInfo& m : listed.value()) {
     Entry& e = all[m.name];
-    e.exists = true;
+    e.exists = !m.nonexistent;
     e.noselect = m.noselect;
     e.subscribed = m.subscribed;
     e.use = m.special_use;
   }
-  for (const MailboxInfo& m : listed.value()) add_parents(m.name, m.subscribed);
+  for (const MailboxInfo& m : listed.value()) {
+    if (!m.nonexistent) {
+      add_parents(m.name, m.subscribed);
+      continue;
+    }
+    // A subscription alone gives its parents no children, only a subscribed one.
+    for (size_t p = m.name.find(sep); p != std::string::npos; p = m.name.find(sep, p + 1)) {
+      all[m.name.substr(0, p)].child_subscribed = true;
+    }
+  }
 
   bool want_subscribed = a.lsub || a.select_subscribed;
   std::vector<std::string> patterns;
@@ -895,18 +904,28 @@ ImapSession::Step ImapSession::cmd_list(Command& c) {
     auto it = matched.lower_bound(prefix);
     return it != matched.end() && it->compare(0, prefix.size(), prefix) == 0;
   };
+  // LSUB: a subscribed mailbox below `name` that the pattern returns itself.
+  auto subscribed_descendant_matched = [&](const std::string& name) {
+    std::string prefix = name + sep;
+    for (auto it = matched.lower_bound(prefix); it != matched.end() && it->compare(0, prefix.size(), prefix) == 0; ++it) {
+      if (all[*it].subscribed) return true;
+    }
+    return false;
+  };
   std::string out;
   for (auto& [name, e] : all) {
     if (!matched.count(name)) continue;
-    if (!e.exists && !want_subscribed && descendant_matched(name)) continue;
+    if (!e.exists && !want_subscribed && (descendant_matched(name) || !e.has_children)) continue;
     std::vector<std::string> attrs;
     std::string extra;
+    bool noselect = !e.exists || e.noselect;
     if (want_subscribed) {
       if (!e.subscribed) {
-        // LSUB (RFC 3501 6.3.9) shows unsubscribed parents of subscribed mailboxes
-        // as \Noselect; LIST (SUBSCRIBED RECURSIVEMATCH) shows them with CHILDINFO.
-        if (a.lsub && e.child_subscribed) {
-          attrs.push_back("\\Noselect");
+        // LSUB (RFC 3501 6.3.9) shows an unsubscribed parent of subscribed mailboxes
+        // as \Noselect when the pattern hides them ("%" returns foo, not foo/bar);
+        // LIST (SUBSCRIBED RECURSIVEMATCH) shows it with CHILDINFO.
+        if (a.lsub && e.child_subscribed && !subscribed_descendant_matched(name)) {
+          noselect = true;
         } else if (a.select_recursive && e.child_subscribed) {
           extra = " (\"CHILDINFO\" (\"SUBSCRIBED\"))";
         } else {
@@ -915,13 +934,14 @@ ImapSession::Step ImapSession::cmd_list(Command& c) {
       }
     }
     if (a.select_special_use && e.use == SpecialUse::kNone) continue;
-    if (!e.exists) {
-      attrs.push_back(a.extended ? "\\NonExistent" : "\\Noselect");
-    } else if (e.noselect) {
+    if (!e.exists && a.extended) {
+      attrs.push_back("\\NonExistent");  // implies \Noselect (RFC 5258 3)
+    } else if (noselect) {
       attrs.push_back("\\Noselect");
     }
     if (!a.lsub) {
-      attrs.push_back(e.has_children ? "\\HasChildren" : "\\HasNoChildren");
+      // A name that is only a subscription has no children to speak of.
+      if (e.exists || e.has_children) attrs.push_back(e.has_children ? "\\HasChildren" : "\\HasNoChildren");
       if (e.subscribed && (a.return_subscribed || a.select_subscribed)) attrs.push_back("\\Subscribed");
       if (const char* su = special_use_attr(e.use)) attrs.push_back(su);
     }

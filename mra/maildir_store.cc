@@ -636,6 +636,9 @@ Result<std::vector<MailboxInfo>> MaildirStore::list() {
       if (!out.count(parent)) out[parent] = MailboxInfo{parent, SpecialUse::kNone, subscribed.count(parent) > 0, true};
     }
   }
+  for (const std::string& u : subscribed) {
+    if (!out.count(u)) out[u] = MailboxInfo{u, SpecialUse::kNone, true, false, true};
+  }
   std::vector<MailboxInfo> v;
   for (auto& [n, i] : out) v.push_back(std::move(i));
   return v;

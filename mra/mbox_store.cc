@@ -1134,6 +1134,10 @@ Result<std::vector<MailboxInfo>> MboxStore::list() {
     i.subscribed = subscribed.count(n) > 0;
     r.push_back(i);
   }
+  // Subscriptions to mailboxes that do not exist stay visible (RFC 3501 6.3.6).
+  for (const std::string& n : subscribed) {
+    if (!common::iequals(n, "INBOX") && !out.count(n)) r.push_back(MailboxInfo{n, SpecialUse::kNone, true, false, true});
+  }
   return r;
 }
 

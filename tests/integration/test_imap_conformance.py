@@ -218,3 +218,53 @@ def test_append_to_the_selected_mailbox_is_recent_there(mra):
     assert typ == "OK", data
     assert flags_of(c, "1") == {b"\\Recent"}
     c.logout()
+
+
+def list_lines(r, command):
+    lines = r.cmd(command)
+    assert lines[-1].split()[1] == b"OK", lines
+    return [l for l in lines[:-1] if l.startswith(b"* LIST ") or l.startswith(b"* LSUB ")]
+
+
+def test_a_subscription_to_a_missing_mailbox_is_listed_so_it_can_be_removed(mra):
+    r = RawImap(mra)
+    r.login()
+    assert r.cmd("SUBSCRIBE Gone")[-1].split()[1] == b"OK"
+    assert r.cmd("SUBSCRIBE Never/Was")[-1].split()[1] == b"OK"
+    lsub = list_lines(r, 'LSUB "" "*"')
+    assert b'* LSUB (\\Noselect) "/" Gone' in lsub
+    assert b'* LSUB (\\Noselect) "/" Never/Was' in lsub
+    assert not any(l.endswith(b" Never") for l in lsub)  # "*": no unsubscribed parent
+    # "%" shows the unsubscribed parent of a subscribed name it hides (RFC 3501 6.3.9).
+    assert b'* LSUB (\\Noselect) "/" Never' in list_lines(r, 'LSUB "" "%"')
+    ext = list_lines(r, 'LIST (SUBSCRIBED) "" "*"')
+    assert b'* LIST (\\NonExistent \\Subscribed) "/" Gone' in ext
+    assert b'* LIST (\\NonExistent \\Subscribed) "/" Never/Was' in ext
+    # Plain LIST shows only what exists.
+    plain = list_lines(r, 'LIST "" "*"')
+    assert not any(b"Gone" in l or b"Never" in l for l in plain), plain
+    # ... and now the client can remove them.
+    assert r.cmd("UNSUBSCRIBE Gone")[-1].split()[1] == b"OK"
+    assert r.cmd("UNSUBSCRIBE Never/Was")[-1].split()[1] == b"OK"
+    for cmd in ('LSUB "" "*"', 'LIST (SUBSCRIBED) "" "*"'):
+        assert not any(b"Gone" in l or b"Never" in l for l in list_lines(r, cmd))
+    r.close()
+
+
+def test_lsub_names_each_attribute_once_and_no_unsubscribed_parents_for_star(mra):
+    c = imap(mra)
+    for name in ("Work/Sub/Deep", "Other"):
+        typ, data = c.create(name)
+        assert typ == "OK", data
+    c.subscribe("Work/Sub/Deep")
+    c.subscribe("Other")
+    c.logout()
+    r = RawImap(mra)
+    r.login()
+    ours = lambda lines: sorted(l for l in lines if b"Work" in l or b"Other" in l)  # not the default folders
+    star = ours(list_lines(r, 'LSUB "" "*"'))
+    assert star == [b'* LSUB () "/" Other', b'* LSUB () "/" Work/Sub/Deep'], star
+    pct = ours(list_lines(r, 'LSUB "" "%"'))
+    assert pct == [b'* LSUB () "/" Other', b'* LSUB (\\Noselect) "/" Work'], pct
+    assert list_lines(r, 'LSUB "" "Work/%"') == [b'* LSUB (\\Noselect) "/" Work/Sub']
+    r.close()

@@ -570,8 +570,10 @@ TEST_CASE("CREATE, DELETE, RENAME, SUBSCRIBE, LIST and LSUB", "[imap][session][l
   CHECK(f.c.send("l LIST \"\" Archive*\r\n") == "* LIST (\\HasNoChildren) \"/\" Archive/2024/Q1\r\nl OK LIST completed.\r\n");
   CHECK(f.c.send("m LIST \"\" Work/*\r\n") == "* LIST (\\HasNoChildren) \"/\" Work/Proj&AOk-t-\r\nm OK LIST completed.\r\n");
   CHECK(f.c.send("n SUBSCRIBE Work/Proj&AOk-t-\r\n") == "n OK SUBSCRIBE completed.\r\n");
-  CHECK(f.c.send("o LSUB \"\" Work*\r\n") ==
-        "* LSUB (\\Noselect) \"/\" Work\r\n* LSUB () \"/\" Work/Proj&AOk-t-\r\no OK LSUB completed.\r\n");
+  // "*" returns the subscribed child itself, so not its unsubscribed parent; "%"
+  // hides the child and returns the parent as \\Noselect (RFC 3501 6.3.9).
+  CHECK(f.c.send("o LSUB \"\" Work*\r\n") == "* LSUB () \"/\" Work/Proj&AOk-t-\r\no OK LSUB completed.\r\n");
+  CHECK(f.c.send("o2 LSUB \"\" Work%\r\n") == "* LSUB (\\Noselect) \"/\" Work\r\no2 OK LSUB completed.\r\n");
   CHECK(f.c.send("p LIST (SUBSCRIBED RECURSIVEMATCH) \"\" Work\r\n") ==
         "* LIST (\\HasChildren) \"/\" Work (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\np OK LIST completed.\r\n");
   CHECK(f.c.send("q LIST (SPECIAL-USE) \"\" *\r\n") ==
