@@ -1126,10 +1126,13 @@ ImapSession::Step ImapSession::cmd_search(Command& c) {
   SearchArgs& a = std::get<SearchArgs>(c.args);
   if (a.charset) {
     std::string cs = tern::common::to_lower(*a.charset);
-    if (!mime::charset_supported(cs)) {
-      return Step{tagged(c.tag, "NO", "[BADCHARSET (US-ASCII UTF-8)] Unknown charset."), Action::kContinue};
-    }
-    if (cs != "utf-8" && cs != "us-ascii" && !convert_search_strings(a.key, cs)) {
+    if (!mime::charset_supported(cs) || (cs != "utf-8" && cs != "us-ascii" && !convert_search_strings(a.key, cs))) {
+      // RFC 5182 2.1: a SEARCH with SAVE answered NO empties "$" (one answered BAD,
+      // a syntax error, leaves it as it was).
+      if (a.ret_save) {
+        saved_ = NumberSet();
+        saved_valid_ = true;
+      }
       return Step{tagged(c.tag, "NO", "[BADCHARSET (US-ASCII UTF-8)] Unknown charset."), Action::kContinue};
     }
   }
@@ -1163,7 +1166,16 @@ ImapSession::Step ImapSession::cmd_search(Command& c) {
   std::string out;
   bool esearch = a.return_given || rev2_;
   if (a.ret_save) {
-    saved_ = result_uids;
+    // RFC 5182 2.4: SAVE with MIN and/or MAX (and neither ALL nor COUNT) saves only
+    // the minimum and/or maximum; otherwise every match. UIDs grow with sequence
+    // numbers, so the least UID is the least message.
+    if ((a.ret_min || a.ret_max) && !a.ret_all && !a.ret_count) {
+      saved_ = NumberSet();
+      if (a.ret_min && result_uids.min()) saved_.add(*result_uids.min());
+      if (a.ret_max && result_uids.max()) saved_.add(*result_uids.max());
+    } else {
+      saved_ = result_uids;
+    }
     saved_valid_ = true;
   }
   if (esearch) {
