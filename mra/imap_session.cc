@@ -611,9 +611,40 @@ uint32_t ImapSession::seq_of(uint32_t uid) const {
   return static_cast<uint32_t>(it - view_.begin()) + 1;
 }
 
+std::string ImapSession::flags_responses() const {
+  std::vector<std::string> flags(std::begin(kSystemFlags), std::end(kSystemFlags));
+  for (const std::string& k : announced_keywords_) {
+    if (std::find(flags.begin(), flags.end(), k) == flags.end()) flags.push_back(k);
+  }
+  std::string out = "* FLAGS " + format_flag_list(flags) + "\r\n";
+  if (read_only_) {
+    out += "* OK [PERMANENTFLAGS ()] Read-only mailbox.\r\n";
+  } else {
+    flags.push_back("\\*");
+    out += "* OK [PERMANENTFLAGS " + format_flag_list(flags) + "] Flags permitted.\r\n";
+  }
+  return out;
+}
+
+std::string ImapSession::keyword_updates() {
+  if (!mailbox_) return "";
+  // A keyword new to the mailbox (this session's STORE or APPEND, or another
+  // session's) is announced with FLAGS and PERMANENTFLAGS (RFC 3501 7.2.6), as
+  // Dovecot does, so clients that build their tag list from FLAGS learn it.
+  // Only a new keyword is news: one no message carries any more may still be used.
+  std::vector<std::string> now = mailbox_->keywords();
+  bool added = false;
+  for (const std::string& k : now) {
+    if (std::find(announced_keywords_.begin(), announced_keywords_.end(), k) == announced_keywords_.end()) added = true;
+  }
+  if (!added) return "";
+  announced_keywords_ = std::move(now);
+  return flags_responses();
+}
+
 std::string ImapSession::sync_updates(bool allow_expunge) {
   if (!mailbox_) return "";
-  std::string out;
+  std::string out = keyword_updates();
   Result<MailboxChanges> r = mailbox_->sync();
   if (r.ok()) {
     MailboxChanges& ch = r.value();
@@ -710,18 +741,8 @@ ImapSession::Step ImapSession::cmd_select(Command& c) {
   all.clear();
   all.shrink_to_fit();
   announced_exists_ = view_.size();
-  std::vector<std::string> flags(std::begin(kSystemFlags), std::end(kSystemFlags));
-  for (const std::string& k : mailbox_->keywords()) {
-    if (std::find(flags.begin(), flags.end(), k) == flags.end()) flags.push_back(k);
-  }
-  out += "* FLAGS " + format_flag_list(flags) + "\r\n";
-  if (read_only_) {
-    out += "* OK [PERMANENTFLAGS ()] Read-only mailbox.\r\n";
-  } else {
-    std::vector<std::string> perm = flags;
-    perm.push_back("\\*");
-    out += "* OK [PERMANENTFLAGS " + format_flag_list(perm) + "] Flags permitted.\r\n";
-  }
+  announced_keywords_ = mailbox_->keywords();
+  out += flags_responses();
   out += "* " + std::to_string(view_.size()) + " EXISTS\r\n";
   if (!rev2_) {
     out += "* " + std::to_string(recent) + " RECENT\r\n";
@@ -1492,6 +1513,7 @@ ImapSession::Step ImapSession::cmd_store(Command& c) {
   if (!uids.empty()) {
     Result<StoreResult> r = mailbox_->store(uids, mode, *flags, a.unchanged_since);
     if (!r) return no(c.tag, r.error(), "");
+    out += keyword_updates();  // before the FETCH responses that carry a new keyword
     for (const MessageMeta& m : r->updated) {
       uint32_t seq = seq_of(m.uid);
       if (!seq) continue;

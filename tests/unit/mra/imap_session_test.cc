@@ -391,7 +391,10 @@ TEST_CASE("a long FETCH is produced in bounded chunks", "[imap][session][fetch][
 TEST_CASE("STORE changes flags and reports them", "[imap][session][store]") {
   Fixture f;
   f.select();
+  // A new keyword: FLAGS and PERMANENTFLAGS name it before the FETCH that uses it.
   CHECK(f.c.send("a STORE 1 +FLAGS (\\Flagged $Work)\r\n") ==
+        "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work)\r\n"
+        "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work \\*)] Flags permitted.\r\n"
         "* 1 FETCH (FLAGS (\\Flagged $Work \\Recent))\r\na OK STORE completed.\r\n");
   CHECK(f.c.send("b STORE 1 -FLAGS.SILENT ($Work)\r\n") == "b OK STORE completed.\r\n");
   CHECK(f.c.send("c UID STORE 1:2 FLAGS (\\answered)\r\n") ==
