@@ -268,3 +268,23 @@ def test_lsub_names_each_attribute_once_and_no_unsubscribed_parents_for_star(mra
     assert pct == [b'* LSUB () "/" Other', b'* LSUB (\\Noselect) "/" Work'], pct
     assert list_lines(r, 'LSUB "" "Work/%"') == [b'* LSUB (\\Noselect) "/" Work/Sub']
     r.close()
+
+
+def test_header_fetches_and_top_of_a_crlf_file(mra):
+    """The FETCH path that reads only the header, and POP3 TOP, on a CRLF file."""
+    deliver(mra, USER, "lf one")  # creates the Maildir; message 1
+    root = maildir_of(mra, USER)
+    place_in_cur(root, "1700000100.M1P1.migrated:2,S", CRLF_FILE)
+    head, _, text = CRLF_FILE.partition(b"\r\n\r\n")
+    c = imap(mra)
+    c.select("INBOX")
+    typ, data = c.fetch("2", "(BODY.PEEK[HEADER] BODY.PEEK[TEXT] BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    parts = [p[1] for p in data if isinstance(p, tuple)]
+    assert parts == [head + b"\r\n\r\n", text, b"Subject: crlf-file\r\n\r\n"], parts
+    typ, data = c.fetch("2", "(BODYSTRUCTURE)")
+    assert b'"7BIT" 14 2' in data[0].upper(), data  # body octets and lines of the CRLF form
+    c.logout()
+    p = pop(mra)
+    resp, lines, octets = p.top(2, 1)
+    assert lines == head.split(b"\r\n") + [b"", b"line1"], lines
+    p.quit()
