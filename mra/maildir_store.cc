@@ -658,7 +658,18 @@ Status MaildirStore::remove(const std::string& name) {
   if (!disk) return disk.take_error();
   Result<std::string> dir = dir_of(name);
   if (!dir) return dir.take_error();
-  if (!is_dir(*dir)) return make_error(ErrorKind::kNotFound, "no such mailbox");
+  if (!is_dir(*dir)) {
+    // A \Noselect parent (Maildir++ keeps ".a.b" without ".a") exists as far as
+    // LIST shows: deleting it is refused as RFC 3501 6.3.4 says, not "no such mailbox".
+    Result<std::vector<std::string>> folders = maildir::list_folders(settings_.root);
+    if (!folders) return folders.take_error();
+    for (const std::string& f : *folders) {
+      if (f.starts_with(*disk + "/")) {
+        return make_error(ErrorKind::kProtocol, "Mailbox has children and no messages of its own, delete the children first");
+      }
+    }
+    return make_error(ErrorKind::kNotFound, "no such mailbox");
+  }
   // Rename first, so no other program delivers into a half-removed folder.
   const std::string doomed = settings_.root + "/.tern-deleting." + std::to_string(::getpid()) + "." +
                              std::to_string(reinterpret_cast<uintptr_t>(this));

@@ -288,3 +288,14 @@ def test_header_fetches_and_top_of_a_crlf_file(mra):
     resp, lines, octets = p.top(2, 1)
     assert lines == head.split(b"\r\n") + [b"", b"line1"], lines
     p.quit()
+
+
+def test_delete_of_a_noselect_parent_says_why(mra):
+    r = RawImap(mra)
+    r.login()
+    assert r.cmd("CREATE Top/Child")[-1].split()[1] == b"OK"
+    assert b'* LIST (\\Noselect \\HasChildren) "/" Top' in list_lines(r, 'LIST "" "Top"')
+    no = r.cmd("DELETE Top")[-1]
+    assert no.startswith(b"t") and b" NO [CANNOT] Mailbox has children" in no, no
+    assert b" NO [NONEXISTENT] " in r.cmd("DELETE Nowhere")[-1]
+    r.close()
