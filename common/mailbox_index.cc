@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "common/log.h"
+#include "common/mime.h"
 #include "common/text.h"
 
 namespace tern::common::index {
@@ -207,7 +208,11 @@ Status measure(const std::string& path, const maildir::FileName& fn, MessageReco
   }
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (!fd) return errno_error("open " + path, errno);
-  uint64_t size = 0, lines = 0;
+  // RFC822.SIZE: the octets to_crlf() makes of the file, which adds a CR to each bare
+  // LF only (a file written with CRLF, as migration tools and some MDAs do, is served
+  // as it is).
+  uint64_t size = 0, bare_lfs = 0;
+  bool after_cr = false;
   char buf[65536];
   while (true) {
     ssize_t n = ::read(fd.get(), buf, sizeof buf);
@@ -217,10 +222,11 @@ Status measure(const std::string& path, const maildir::FileName& fn, MessageReco
     }
     if (n == 0) break;
     size += static_cast<uint64_t>(n);
-    lines += static_cast<uint64_t>(std::count(buf, buf + n, '\n'));
+    bare_lfs += mime::count_bare_lf(std::string_view(buf, static_cast<size_t>(n)), after_cr);
+    after_cr = buf[n - 1] == '\r';
   }
   rec.size = size;
-  rec.vsize = size + lines;
+  rec.vsize = size + bare_lfs;
   return {};
 }
 

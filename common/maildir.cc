@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "common/mime.h"
 #include "common/text.h"
 
 namespace tern::common::maildir {
@@ -283,7 +284,7 @@ Result<Delivery> Delivery::begin(const std::string& maildir) {
 
 Delivery::Delivery(Delivery&& o) noexcept
     : maildir_(std::move(o.maildir_)), tmp_path_(std::move(o.tmp_path_)), fd_(std::move(o.fd_)),
-      buf_(std::move(o.buf_)), size_(o.size_), lines_(o.lines_), done_(std::exchange(o.done_, true)) {}
+      buf_(std::move(o.buf_)), size_(o.size_), bare_lfs_(o.bare_lfs_), last_cr_(o.last_cr_), done_(std::exchange(o.done_, true)) {}
 
 Delivery& Delivery::operator=(Delivery&& o) noexcept {
   if (this != &o) {
@@ -293,7 +294,8 @@ Delivery& Delivery::operator=(Delivery&& o) noexcept {
     fd_ = std::move(o.fd_);
     buf_ = std::move(o.buf_);
     size_ = o.size_;
-    lines_ = o.lines_;
+    bare_lfs_ = o.bare_lfs_;
+    last_cr_ = o.last_cr_;
     done_ = std::exchange(o.done_, true);
   }
   return *this;
@@ -325,7 +327,8 @@ Status Delivery::flush() {
 Status Delivery::write(std::string_view data) {
   if (done_) return make_error(ErrorKind::kTemp, "write after the delivery ended");
   size_ += data.size();
-  lines_ += static_cast<uint64_t>(std::count(data.begin(), data.end(), '\n'));
+  bare_lfs_ += mime::count_bare_lf(data, last_cr_);
+  if (!data.empty()) last_cr_ = data.back() == '\r';
   if (buf_.size() + data.size() > kWriteBuffer) {
     if (Status s = flush(); !s) return s;
     if (data.size() >= kWriteBuffer) {
@@ -337,12 +340,15 @@ Status Delivery::write(std::string_view data) {
   return {};
 }
 
-Result<std::string> Delivery::commit(Fsync fsync, DirSyncer* syncer, std::optional<std::string_view> flags) {
+Result<std::string> Delivery::commit(Fsync fsync, DirSyncer* syncer, std::optional<std::string_view> flags,
+                                     Into into) {
   if (done_) return make_error(ErrorKind::kTemp, "commit after the delivery ended");
   if (Status s = flush(); !s) return s.take_error();
   if (fsync == Fsync::kYes && ::fsync(fd_.get()) < 0) return io_error("fsync " + tmp_path_, errno);
   if (::close(fd_.release()) < 0) return io_error("close " + tmp_path_, errno);
-  const char* sub = flags ? "/cur/" : "/new/";
+  const bool in_cur = flags && into == Into::kByFlags;
+  if (!in_cur && flags && flags->empty()) flags.reset();  // new/: a plain name without info
+  const char* sub = in_cur ? "/cur/" : "/new/";
   for (int attempt = 0; attempt < 10; ++attempt) {
     std::string base = unique_base(size_, vsize());
     std::string name = flags ? make_name(base, *flags) : base;
@@ -350,7 +356,7 @@ Result<std::string> Delivery::commit(Fsync fsync, DirSyncer* syncer, std::option
     if (::renameat2(AT_FDCWD, tmp_path_.c_str(), AT_FDCWD, final_path.c_str(), RENAME_NOREPLACE) == 0) {
       done_ = true;
       if (fsync == Fsync::kYes) {
-        std::string dir = maildir_ + (flags ? "/cur" : "/new");
+        std::string dir = maildir_ + (in_cur ? "/cur" : "/new");
         Status s = syncer ? syncer->sync(dir) : fsync_dir(dir);
         if (!s) {
           // The name may not be durable: take the message back rather than
@@ -367,7 +373,7 @@ Result<std::string> Delivery::commit(Fsync fsync, DirSyncer* syncer, std::option
         ::unlink(tmp_path_.c_str());
         done_ = true;
         if (fsync == Fsync::kYes) {
-          std::string dir = maildir_ + (flags ? "/cur" : "/new");
+          std::string dir = maildir_ + (in_cur ? "/cur" : "/new");
           Status s = syncer ? syncer->sync(dir) : fsync_dir(dir);
           if (!s) {
             ::unlink(final_path.c_str());

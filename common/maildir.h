@@ -124,14 +124,21 @@ class Delivery {
 
   // Appends bytes (buffered). LF line ends expected; written as given.
   Status write(std::string_view data);
-  // fsync the file, rename it into new/ (or cur/ with flags when `flags` is set, as
-  // IMAP APPEND and Sent copies do), sync the directory. Returns the final file
-  // name (without the directory).
-  Result<std::string> commit(Fsync fsync, DirSyncer* syncer, std::optional<std::string_view> flags = std::nullopt);
+  // fsync the file, rename it into new/ (or cur/ with flags when `flags` is set),
+  // sync the directory. Returns the final file name (without the directory).
+  // Into::kNew puts a message with flags in new/ all the same, its flags in the name
+  // (":2,S"): IMAP APPEND, COPY and MOVE do, because a message in new/ is \Recent for
+  // the first session that sees it (RFC 3501 6.3.11, 6.4.7), as delivered mail is.
+  // Dovecot, mutt and our index read the flags of a new/ name and keep them when they
+  // move it to cur/. No flags (or empty ones) in new/ give the plain base name.
+  enum class Into { kByFlags, kNew };
+  Result<std::string> commit(Fsync fsync, DirSyncer* syncer, std::optional<std::string_view> flags = std::nullopt,
+                             Into into = Into::kByFlags);
   // Unlinks the tmp file.
   void abort();
   uint64_t size() const { return size_; }
-  uint64_t vsize() const { return size_ + lines_; }
+  // The size IMAP and POP3 serve (mime::to_crlf()): one more octet per bare LF.
+  uint64_t vsize() const { return size_ + bare_lfs_; }
   const std::string& tmp_path() const { return tmp_path_; }
 
  private:
@@ -142,7 +149,8 @@ class Delivery {
   UniqueFd fd_;
   std::string buf_;
   uint64_t size_ = 0;
-  uint64_t lines_ = 0;
+  uint64_t bare_lfs_ = 0;  // LFs not preceded by CR, across write() calls
+  bool last_cr_ = false;   // the last byte written was a CR
   bool done_ = false;
 };
 

@@ -370,4 +370,30 @@ std::string to_crlf(std::string_view s) {
   return out;
 }
 
+uint64_t count_bare_lf(std::string_view s, bool after_cr) {
+  uint64_t n = 0;
+  size_t i = 0;
+  while (i < s.size()) {
+    const void* p = std::memchr(s.data() + i, '\n', s.size() - i);
+    if (!p) break;
+    size_t lf = static_cast<size_t>(static_cast<const char*>(p) - s.data());
+    if (lf == 0 ? !after_cr : s[lf - 1] != '\r') ++n;
+    i = lf + 1;
+  }
+  return n;
+}
+
+std::string to_lf(std::string_view crlf) {
+  std::string out;
+  out.reserve(crlf.size());
+  const size_t n = crlf.size();
+  for (size_t i = 0; i < n; ++i) {
+    // The CR of a CRLF goes unless a CR precedes it: to_crlf() restores exactly the
+    // CRs this drops (the LF left behind is then bare), and none that it keeps.
+    if (crlf[i] == '\r' && i + 1 < n && crlf[i + 1] == '\n' && (i == 0 || crlf[i - 1] != '\r')) continue;
+    out += crlf[i];
+  }
+  return out;
+}
+
 }  // namespace tern::common::mime

@@ -128,9 +128,24 @@ class Message {
   friend class MessageParser;
 };
 
-// Converts every bare LF to CRLF (a CR not followed by LF is kept): the form IMAP and
-// POP3 serve, whatever the store keeps.
+// Converts every bare LF (one not preceded by CR) to CRLF and leaves every other
+// byte, an existing CRLF included, as it is: the form IMAP and POP3 serve, whatever
+// the store keeps (LF files, CRLF files from other MDAs or migration tools, mixed).
 std::string to_crlf(std::string_view s);
+
+// The number of bare LFs in `s` (LFs not preceded by CR); `after_cr` says whether the
+// byte before `s` was a CR, so a file can be counted in chunks. to_crlf() adds one
+// octet per bare LF, so the size IMAP (RFC822.SIZE) and POP3 (LIST) report for a
+// stored file is its length plus this count: crlf_size().
+uint64_t count_bare_lf(std::string_view s, bool after_cr = false);
+inline uint64_t crlf_size(std::string_view s) { return s.size() + count_bare_lf(s); }
+
+// The stored (LF) form of a CRLF message (IMAP APPEND), such that to_crlf() gives
+// `crlf` back exactly whenever `crlf` has no bare LF: a CRLF becomes LF, except when
+// the CR is itself preceded by CR ("x\r\r\n"), which is kept as it is, because the
+// LF of "x\r\n" would not get its CR back and the stray CR would be lost. A bare LF
+// stays (and is served as CRLF: RFC 5322 has no bare LF).
+std::string to_lf(std::string_view crlf);
 
 // Where a message's own header section ends in `raw`: after the first empty line
 // (LF or CRLF; a line holding only CR counts as empty, as the line end is CRLF), or

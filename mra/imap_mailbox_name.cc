@@ -83,7 +83,13 @@ bool list_match(std::string_view pattern, std::string_view name, char sep) {
   };
   cur[0] = 1;
   close(cur);
+  // INBOX is case-insensitive (RFC 3501 5.1) wherever a pattern spells it, whole or
+  // in part ("iNbOx*", "in%"), as Dovecot matches it: the letters of INBOX itself
+  // compare without case; every other name compares exactly.
+  const size_t inbox_letters = n.starts_with("INBOX") && (n.size() == 5 || n[5] == sep) ? 5 : 0;
+  size_t at = 0;
   for (char c : n) {
+    const bool fold = at++ < inbox_letters;
     std::fill(next.begin(), next.end(), 0);
     bool any = false;
     for (size_t k = 0; k < p.size(); ++k) {
@@ -92,7 +98,7 @@ bool list_match(std::string_view pattern, std::string_view name, char sep) {
       if (pc == '*' || (pc == '%' && c != sep)) {
         next[k] = 1;  // the wildcard consumes c and may consume more
         any = true;
-      } else if (pc == c) {
+      } else if (pc == c || (fold && pc >= 'a' && pc <= 'z' && pc - 'a' + 'A' == c)) {
         next[k + 1] = 1;
         any = true;
       }

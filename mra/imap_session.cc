@@ -611,9 +611,40 @@ uint32_t ImapSession::seq_of(uint32_t uid) const {
   return static_cast<uint32_t>(it - view_.begin()) + 1;
 }
 
+std::string ImapSession::flags_responses() const {
+  std::vector<std::string> flags(std::begin(kSystemFlags), std::end(kSystemFlags));
+  for (const std::string& k : announced_keywords_) {
+    if (std::find(flags.begin(), flags.end(), k) == flags.end()) flags.push_back(k);
+  }
+  std::string out = "* FLAGS " + format_flag_list(flags) + "\r\n";
+  if (read_only_) {
+    out += "* OK [PERMANENTFLAGS ()] Read-only mailbox.\r\n";
+  } else {
+    flags.push_back("\\*");
+    out += "* OK [PERMANENTFLAGS " + format_flag_list(flags) + "] Flags permitted.\r\n";
+  }
+  return out;
+}
+
+std::string ImapSession::keyword_updates() {
+  if (!mailbox_) return "";
+  // A keyword new to the mailbox (this session's STORE or APPEND, or another
+  // session's) is announced with FLAGS and PERMANENTFLAGS (RFC 3501 7.2.6), as
+  // Dovecot does, so clients that build their tag list from FLAGS learn it.
+  // Only a new keyword is news: one no message carries any more may still be used.
+  std::vector<std::string> now = mailbox_->keywords();
+  bool added = false;
+  for (const std::string& k : now) {
+    if (std::find(announced_keywords_.begin(), announced_keywords_.end(), k) == announced_keywords_.end()) added = true;
+  }
+  if (!added) return "";
+  announced_keywords_ = std::move(now);
+  return flags_responses();
+}
+
 std::string ImapSession::sync_updates(bool allow_expunge) {
   if (!mailbox_) return "";
-  std::string out;
+  std::string out = keyword_updates();
   Result<MailboxChanges> r = mailbox_->sync();
   if (r.ok()) {
     MailboxChanges& ch = r.value();
@@ -710,18 +741,8 @@ ImapSession::Step ImapSession::cmd_select(Command& c) {
   all.clear();
   all.shrink_to_fit();
   announced_exists_ = view_.size();
-  std::vector<std::string> flags(std::begin(kSystemFlags), std::end(kSystemFlags));
-  for (const std::string& k : mailbox_->keywords()) {
-    if (std::find(flags.begin(), flags.end(), k) == flags.end()) flags.push_back(k);
-  }
-  out += "* FLAGS " + format_flag_list(flags) + "\r\n";
-  if (read_only_) {
-    out += "* OK [PERMANENTFLAGS ()] Read-only mailbox.\r\n";
-  } else {
-    std::vector<std::string> perm = flags;
-    perm.push_back("\\*");
-    out += "* OK [PERMANENTFLAGS " + format_flag_list(perm) + "] Flags permitted.\r\n";
-  }
+  announced_keywords_ = mailbox_->keywords();
+  out += flags_responses();
   out += "* " + std::to_string(view_.size()) + " EXISTS\r\n";
   if (!rev2_) {
     out += "* " + std::to_string(recent) + " RECENT\r\n";
@@ -866,12 +887,21 @@ ImapSession::Step ImapSession::cmd_list(Command& c) {
   };
   for (const MailboxInfo& m : listed.value()) {
     Entry& e = all[m.name];
-    e.exists = true;
+    e.exists = !m.nonexistent;
     e.noselect = m.noselect;
     e.subscribed = m.subscribed;
     e.use = m.special_use;
   }
-  for (const MailboxInfo& m : listed.value()) add_parents(m.name, m.subscribed);
+  for (const MailboxInfo& m : listed.value()) {
+    if (!m.nonexistent) {
+      add_parents(m.name, m.subscribed);
+      continue;
+    }
+    // A subscription alone gives its parents no children, only a subscribed one.
+    for (size_t p = m.name.find(sep); p != std::string::npos; p = m.name.find(sep, p + 1)) {
+      all[m.name.substr(0, p)].child_subscribed = true;
+    }
+  }
 
   bool want_subscribed = a.lsub || a.select_subscribed;
   std::vector<std::string> patterns;
@@ -895,18 +925,28 @@ ImapSession::Step ImapSession::cmd_list(Command& c) {
     auto it = matched.lower_bound(prefix);
     return it != matched.end() && it->compare(0, prefix.size(), prefix) == 0;
   };
+  // LSUB: a subscribed mailbox below `name` that the pattern returns itself.
+  auto subscribed_descendant_matched = [&](const std::string& name) {
+    std::string prefix = name + sep;
+    for (auto it = matched.lower_bound(prefix); it != matched.end() && it->compare(0, prefix.size(), prefix) == 0; ++it) {
+      if (all[*it].subscribed) return true;
+    }
+    return false;
+  };
   std::string out;
   for (auto& [name, e] : all) {
     if (!matched.count(name)) continue;
-    if (!e.exists && !want_subscribed && descendant_matched(name)) continue;
+    if (!e.exists && !want_subscribed && (descendant_matched(name) || !e.has_children)) continue;
     std::vector<std::string> attrs;
     std::string extra;
+    bool noselect = !e.exists || e.noselect;
     if (want_subscribed) {
       if (!e.subscribed) {
-        // LSUB (RFC 3501 6.3.9) shows unsubscribed parents of subscribed mailboxes
-        // as \Noselect; LIST (SUBSCRIBED RECURSIVEMATCH) shows them with CHILDINFO.
-        if (a.lsub && e.child_subscribed) {
-          attrs.push_back("\\Noselect");
+        // LSUB (RFC 3501 6.3.9) shows an unsubscribed parent of subscribed mailboxes
+        // as \Noselect when the pattern hides them ("%" returns foo, not foo/bar);
+        // LIST (SUBSCRIBED RECURSIVEMATCH) shows it with CHILDINFO.
+        if (a.lsub && e.child_subscribed && !subscribed_descendant_matched(name)) {
+          noselect = true;
         } else if (a.select_recursive && e.child_subscribed) {
           extra = " (\"CHILDINFO\" (\"SUBSCRIBED\"))";
         } else {
@@ -915,13 +955,14 @@ ImapSession::Step ImapSession::cmd_list(Command& c) {
       }
     }
     if (a.select_special_use && e.use == SpecialUse::kNone) continue;
-    if (!e.exists) {
-      attrs.push_back(a.extended ? "\\NonExistent" : "\\Noselect");
-    } else if (e.noselect) {
+    if (!e.exists && a.extended) {
+      attrs.push_back("\\NonExistent");  // implies \Noselect (RFC 5258 3)
+    } else if (noselect) {
       attrs.push_back("\\Noselect");
     }
     if (!a.lsub) {
-      attrs.push_back(e.has_children ? "\\HasChildren" : "\\HasNoChildren");
+      // A name that is only a subscription has no children to speak of.
+      if (e.exists || e.has_children) attrs.push_back(e.has_children ? "\\HasChildren" : "\\HasNoChildren");
       if (e.subscribed && (a.return_subscribed || a.select_subscribed)) attrs.push_back("\\Subscribed");
       if (const char* su = special_use_attr(e.use)) attrs.push_back(su);
     }
@@ -1106,10 +1147,13 @@ ImapSession::Step ImapSession::cmd_search(Command& c) {
   SearchArgs& a = std::get<SearchArgs>(c.args);
   if (a.charset) {
     std::string cs = tern::common::to_lower(*a.charset);
-    if (!mime::charset_supported(cs)) {
-      return Step{tagged(c.tag, "NO", "[BADCHARSET (US-ASCII UTF-8)] Unknown charset."), Action::kContinue};
-    }
-    if (cs != "utf-8" && cs != "us-ascii" && !convert_search_strings(a.key, cs)) {
+    if (!mime::charset_supported(cs) || (cs != "utf-8" && cs != "us-ascii" && !convert_search_strings(a.key, cs))) {
+      // RFC 5182 2.1: a SEARCH with SAVE answered NO empties "$" (one answered BAD,
+      // a syntax error, leaves it as it was).
+      if (a.ret_save) {
+        saved_ = NumberSet();
+        saved_valid_ = true;
+      }
       return Step{tagged(c.tag, "NO", "[BADCHARSET (US-ASCII UTF-8)] Unknown charset."), Action::kContinue};
     }
   }
@@ -1143,7 +1187,16 @@ ImapSession::Step ImapSession::cmd_search(Command& c) {
   std::string out;
   bool esearch = a.return_given || rev2_;
   if (a.ret_save) {
-    saved_ = result_uids;
+    // RFC 5182 2.4: SAVE with MIN and/or MAX (and neither ALL nor COUNT) saves only
+    // the minimum and/or maximum; otherwise every match. UIDs grow with sequence
+    // numbers, so the least UID is the least message.
+    if ((a.ret_min || a.ret_max) && !a.ret_all && !a.ret_count) {
+      saved_ = NumberSet();
+      if (a.ret_min && result_uids.min()) saved_.add(*result_uids.min());
+      if (a.ret_max && result_uids.max()) saved_.add(*result_uids.max());
+    } else {
+      saved_ = result_uids;
+    }
     saved_valid_ = true;
   }
   if (esearch) {
@@ -1460,6 +1513,7 @@ ImapSession::Step ImapSession::cmd_store(Command& c) {
   if (!uids.empty()) {
     Result<StoreResult> r = mailbox_->store(uids, mode, *flags, a.unchanged_since);
     if (!r) return no(c.tag, r.error(), "");
+    out += keyword_updates();  // before the FETCH responses that carry a new keyword
     for (const MessageMeta& m : r->updated) {
       uint32_t seq = seq_of(m.uid);
       if (!seq) continue;

@@ -215,6 +215,8 @@ class ImapSession {
   // The selected mailbox.
   void deselect();
   std::string sync_updates(bool allow_expunge);
+  std::string flags_responses() const;  // "* FLAGS" and "* OK [PERMANENTFLAGS"
+  std::string keyword_updates();        // flags_responses() when the keywords changed
   std::optional<std::vector<uint32_t>> resolve_seqs(const SequenceSet& set, bool uid, std::string& error) const;
   uint32_t seq_of(uint32_t uid) const;  // 0 if not in the view
   std::string flags_of(const MessageMeta& m, bool recent) const;
@@ -248,6 +250,7 @@ class ImapSession {
   bool read_only_ = false;
   std::vector<ViewMsg> view_;
   size_t announced_exists_ = 0;  // the message count the client knows
+  std::vector<std::string> announced_keywords_;  // the keywords in the FLAGS the client knows
   NumberSet saved_;  // SEARCH RETURN (SAVE) result, as UIDs (RFC 5182)
   bool saved_valid_ = false;
 

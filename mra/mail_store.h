@@ -71,6 +71,10 @@ struct MailboxInfo {
   SpecialUse special_use = SpecialUse::kNone;
   bool subscribed = false;
   bool noselect = false;  // exists only as a parent of other mailboxes
+  // Only a subscription: RFC 3501 6.3.6 keeps a subscribed name whose mailbox is
+  // gone (or never was), and LSUB / LIST (SUBSCRIBED) show it (\Noselect /
+  // \NonExistent, RFC 5258 3.1), so that it can be unsubscribed. Plain LIST does not.
+  bool nonexistent = false;
 };
 
 struct MailboxStatus {

@@ -12,6 +12,7 @@
 #include <set>
 
 #include "common/log.h"
+#include "common/mime.h"
 #include "common/text.h"
 #include "common/unique_fd.h"
 #include "mra/imap_mutf7.h"
@@ -164,17 +165,6 @@ Status remove_tree(const std::string& path) {
   }
   if (::rmdir(path.c_str()) < 0 && errno != ENOENT) return common::errno_error("rmdir " + path, errno);
   return {};
-}
-
-// LF line ends, as every maildir reader expects (RFC 822 CRLF on the wire).
-std::string to_lf(std::string_view in) {
-  std::string out;
-  out.reserve(in.size());
-  for (size_t i = 0; i < in.size(); ++i) {
-    if (in[i] == '\r' && i + 1 < in.size() && in[i + 1] == '\n') continue;
-    out += in[i];
-  }
-  return out;
 }
 
 struct FlagLetter {
@@ -646,6 +636,9 @@ Result<std::vector<MailboxInfo>> MaildirStore::list() {
       if (!out.count(parent)) out[parent] = MailboxInfo{parent, SpecialUse::kNone, subscribed.count(parent) > 0, true};
     }
   }
+  for (const std::string& u : subscribed) {
+    if (!out.count(u)) out[u] = MailboxInfo{u, SpecialUse::kNone, true, false, true};
+  }
   std::vector<MailboxInfo> v;
   for (auto& [n, i] : out) v.push_back(std::move(i));
   return v;
@@ -665,7 +658,18 @@ Status MaildirStore::remove(const std::string& name) {
   if (!disk) return disk.take_error();
   Result<std::string> dir = dir_of(name);
   if (!dir) return dir.take_error();
-  if (!is_dir(*dir)) return make_error(ErrorKind::kNotFound, "no such mailbox");
+  if (!is_dir(*dir)) {
+    // A \Noselect parent (Maildir++ keeps ".a.b" without ".a") exists as far as
+    // LIST shows: deleting it is refused as RFC 3501 6.3.4 says, not "no such mailbox".
+    Result<std::vector<std::string>> folders = maildir::list_folders(settings_.root);
+    if (!folders) return folders.take_error();
+    for (const std::string& f : *folders) {
+      if (f.starts_with(*disk + "/")) {
+        return make_error(ErrorKind::kProtocol, "Mailbox has children and no messages of its own, delete the children first");
+      }
+    }
+    return make_error(ErrorKind::kNotFound, "no such mailbox");
+  }
   // Rename first, so no other program delivers into a half-removed folder.
   const std::string doomed = settings_.root + "/.tern-deleting." + std::to_string(::getpid()) + "." +
                              std::to_string(reinterpret_cast<uintptr_t>(this));
@@ -686,6 +690,14 @@ Status MaildirStore::rename(const std::string& from, const std::string& to) {
   if (common::iequals(from, "INBOX")) {
     // RFC 3501 6.3.5: INBOX's messages move to the new mailbox; INBOX stays, empty.
     if (Status c = maildir::create(*to_dir, true); !c) return c;
+    // The keyword letters in the file names mean what INBOX's dovecot-keywords says:
+    // the new mailbox gets the same map before the first file arrives, so every
+    // message keeps exactly its keywords (INBOX keeps its map too, as Dovecot does).
+    Result<std::string> keywords = read_file(*from_dir + "/dovecot-keywords", 64 << 10);
+    if (!keywords) return keywords.take_error();
+    if (!keywords->empty()) {
+      if (Status w = write_file(*to_dir + "/dovecot-keywords", *keywords); !w) return w;
+    }
     Result<std::vector<maildir::Entry>> list = maildir::list(*from_dir);
     if (!list) return list.take_error();
     for (const maildir::Entry& e : *list) {
@@ -792,22 +804,24 @@ Result<AppendResult> MaildirStore::append(const std::string& name, std::string_v
   Result<std::string> dir = dir_of(name);
   if (!dir) return dir.take_error();
   if (!is_dir(*dir + "/cur")) return make_error(ErrorKind::kNotFound, "no such mailbox");
-  const std::string data = to_lf(message);
+  const std::string data = common::mime::to_lf(message);  // BODY[] gives `message` back
   if (Status q = check_quota(data.size(), 1); !q) return q.take_error();
   Keywords kw(*dir);
   const std::string letters = flags_to_letters(flags, kw, true);
   Result<maildir::Delivery> d = maildir::Delivery::begin(*dir);
   if (!d) return d.take_error();
   if (Status w = d->write(data); !w) return w.take_error();
-  Result<std::string> file = d->commit(settings_.fsync, &maildir::DirSyncer::global(), std::string_view(letters));
+  // Into new/: \Recent for the first session that sees it, as delivered mail.
+  Result<std::string> file = d->commit(settings_.fsync, &maildir::DirSyncer::global(), std::string_view(letters),
+                                       maildir::Delivery::Into::kNew);
   if (!file) return file.take_error();
   const int64_t date = internal_date.value_or(static_cast<int64_t>(::time(nullptr)));
   // The file's mtime is its INTERNALDATE for every Maildir reader (and for our own
   // index, should it be rebuilt).
-  const std::string path = *dir + "/cur/" + *file;
+  const std::string path = *dir + "/new/" + *file;
   timespec times[2] = {{static_cast<time_t>(date), 0}, {static_cast<time_t>(date), 0}};
   ::utimensat(AT_FDCWD, path.c_str(), times, AT_SYMLINK_NOFOLLOW);
-  Result<uint32_t> uid = index_->add_delivered(*disk, *file, false, d->size(), d->vsize(), date);
+  Result<uint32_t> uid = index_->add_delivered(*disk, *file, true, d->size(), d->vsize(), date);
   if (!uid) return uid.take_error();
   Result<index::MailboxStatus> st = index_->status(*disk);
   if (!st) return st.take_error();
@@ -836,8 +850,11 @@ Result<CopyResult> MaildirStore::copy_records(const std::vector<index::MessageRe
   std::vector<Made> made;
   for (const index::MessageRecord& r : recs) {
     std::string letters = flags_to_letters(letters_to_flags(r.flags, src_kw), dest_kw, true);
-    std::string name = maildir::make_name(maildir::unique_base(r.size, r.vsize), letters);
-    std::string to = *dir + "/cur/" + name;
+    // Into new/, so the copy is \Recent for the first session that sees it (RFC 3501
+    // 6.4.7; MOVE too, RFC 6851 3.3); its flags stay in the name.
+    const std::string base = maildir::unique_base(r.size, r.vsize);
+    std::string name = letters.empty() ? base : maildir::make_name(base, letters);
+    std::string to = *dir + "/new/" + name;
     if (::link(r.path(src_dir).c_str(), to.c_str()) < 0) {
       if (errno == ENOENT) continue;  // expunged meanwhile: not copied
       Result<std::string> data = read_file(r.path(src_dir), size_t{1} << 30);
@@ -845,19 +862,20 @@ Result<CopyResult> MaildirStore::copy_records(const std::vector<index::MessageRe
       Result<maildir::Delivery> d = maildir::Delivery::begin(*dir);
       if (!d) return d.take_error();
       if (Status w = d->write(*data); !w) return w.take_error();
-      Result<std::string> f = d->commit(settings_.fsync, &maildir::DirSyncer::global(), std::string_view(letters));
+      Result<std::string> f = d->commit(settings_.fsync, &maildir::DirSyncer::global(), std::string_view(letters),
+                                        maildir::Delivery::Into::kNew);
       if (!f) return f.take_error();
       name = *f;
-      to = *dir + "/cur/" + name;
+      to = *dir + "/new/" + name;
     }
     made.push_back(Made{r.uid, name, &r});
   }
   if (settings_.fsync == maildir::Fsync::kYes && !made.empty()) {
-    if (Status s = maildir::DirSyncer::global().sync(*dir + "/cur"); !s) return s.take_error();
+    if (Status s = maildir::DirSyncer::global().sync(*dir + "/new"); !s) return s.take_error();
   }
   CopyResult out;
   for (const Made& m : made) {
-    Result<uint32_t> uid = index_->add_delivered(*disk, m.file, false, m.rec->size, m.rec->vsize, m.rec->internal_date);
+    Result<uint32_t> uid = index_->add_delivered(*disk, m.file, true, m.rec->size, m.rec->vsize, m.rec->internal_date);
     if (!uid) return uid.take_error();
     out.src_uids.push_back(m.src_uid);
     out.dst_uids.push_back(*uid);

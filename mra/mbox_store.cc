@@ -14,6 +14,7 @@
 #include <set>
 #include <thread>
 
+#include "common/mime.h"
 #include "common/text.h"
 
 namespace tern::mra {
@@ -410,12 +411,8 @@ std::string render(const std::string& data, const MboxMessage& m, uint32_t base_
 
 std::string new_message(std::string_view content, int64_t date) {
   // LF line ends: the mbox is a Unix file.
-  std::string lf;
-  lf.reserve(content.size());
-  for (size_t i = 0; i < content.size(); ++i) {
-    if (content[i] == '\r' && i + 1 < content.size() && content[i + 1] == '\n') continue;
-    lf += content[i];
-  }
+  // (a stray CR before a CRLF is kept: BODY[] gives `content` back).
+  std::string lf = common::mime::to_lf(content);
   std::string out = common::mbox::from_line("MAILER-DAEMON", static_cast<time_t>(date));
   common::mbox::FromQuoter q;
   q.feed(lf, out);
@@ -1136,6 +1133,10 @@ Result<std::vector<MailboxInfo>> MboxStore::list() {
   for (auto& [n, i] : out) {
     i.subscribed = subscribed.count(n) > 0;
     r.push_back(i);
+  }
+  // Subscriptions to mailboxes that do not exist stay visible (RFC 3501 6.3.6).
+  for (const std::string& n : subscribed) {
+    if (!common::iequals(n, "INBOX") && !out.count(n)) r.push_back(MailboxInfo{n, SpecialUse::kNone, true, false, true});
   }
   return r;
 }

@@ -282,7 +282,8 @@ Pop3Session::Step Pop3Session::quit() {
   maildrop_.reset();  // releases the POP3 lock
   state_ = State::kClosed;
   if (!ok) return Step{"-ERR [SYS/TEMP] Some deleted messages were not removed.\r\n", Action::kClose};
-  return Step{"+OK Logging out, messages deleted.\r\n", Action::kClose};
+  // Says what happened (Dovecot: "Logging out, messages deleted." only after DELE).
+  return Step{gone.empty() ? "+OK Logging out.\r\n" : "+OK Logging out, messages deleted.\r\n", Action::kClose};
 }
 
 std::string Pop3Session::auth_challenge(std::string_view challenge) {

@@ -137,9 +137,10 @@ def test_append_copy_move_expunge_uidplus(mra):
     typ, data = c.append("Drafts", r"(\Draft $Work)", '"01-Feb-2024 10:00:00 +0000"', msg)
     assert typ == "OK" and b"APPENDUID" in data[0], data
     drafts = maildir_of(mra, USER, "Drafts")
-    names = files_in(drafts, "cur")
+    # In new/ with its flags: \Recent for the first session that selects Drafts.
+    names = files_in(drafts, "new")
     assert len(names) == 1 and names[0].endswith(":2,Da")
-    with open(os.path.join(drafts, "cur", names[0]), "rb") as f:
+    with open(os.path.join(drafts, "new", names[0]), "rb") as f:
         assert f.read() == msg.replace(b"\r\n", b"\n")  # stored with LF, served with CRLF
     typ, data = c.select("Drafts")
     typ, data = c.fetch("1", "(INTERNALDATE FLAGS BODY.PEEK[])")

@@ -534,3 +534,25 @@ TEST_CASE("add_delivered records a delivery key in the UID's transaction; prune 
   CHECK(*(*idx)->has_delivery_key("Q2"));
   CHECK((*idx)->messages("INBOX")->size() == 3);  // pruning touches only the keys
 }
+
+TEST_CASE("a file written with CRLF is measured as it will be served", "[mailbox_index][crlf]") {
+  TempDir t;
+  std::string root = t.path + "/Maildir";
+  REQUIRE(maildir::create_root(root).ok());
+  auto idx = MailboxIndex::open(root);
+  REQUIRE(idx.ok());
+  // A migration tool writes CRLF files, with neither S= nor W= in the name; one has
+  // a stray CR before its CRLF and one mixes LF and CRLF lines.
+  std::ofstream(root + "/cur/1700000100.M1P1.mig:2,S", std::ios::binary) << "Subject: crlf-file\r\nFrom: a@b\r\n\r\nline1\r\nline2\r\n";
+  std::ofstream(root + "/cur/1700000101.M1P1.mig:2,S", std::ios::binary) << "Subject: cr\r\n\r\nx\r\r\ny\r\n";
+  std::ofstream(root + "/cur/1700000102.M1P1.mig:2,S", std::ios::binary) << "Subject: mixed\n\r\nx\ny\r\n";
+  REQUIRE((*idx)->sync("INBOX").ok());
+  auto recs = (*idx)->messages("INBOX");
+  REQUIRE(recs.ok());
+  REQUIRE(recs->size() == 3);
+  CHECK((*recs)[0].size == 47);
+  CHECK((*recs)[0].vsize == 47);
+  CHECK((*recs)[1].vsize == 22);
+  CHECK((*recs)[2].size == 22);
+  CHECK((*recs)[2].vsize == 24);
+}

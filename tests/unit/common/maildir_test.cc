@@ -316,3 +316,20 @@ TEST_CASE("clean_tmp removes only old leftovers", "[maildir]") {
   CHECK(names_in(md + "/tmp") == std::vector<std::string>{"fresh"});
   CHECK(clean_tmp(t.path + "/none").ok());
 }
+
+TEST_CASE("Delivery::vsize counts only the LFs that are served with an added CR", "[maildir][crlf]") {
+  TempDir t;
+  std::string md = t.path + "/Maildir";
+  REQUIRE(create(md, false).ok());
+  Result<Delivery> d = Delivery::begin(md);
+  REQUIRE(d.ok());
+  // "x\r" + "\r\n" split across writes: the LF follows a CR, so it is served as is.
+  REQUIRE(d->write("Subject: cr\n\nx\r").ok());
+  REQUIRE(d->write("\r\ny\r").ok());
+  REQUIRE(d->write("\nz\n").ok());
+  CHECK(d->size() == 22);
+  CHECK(d->vsize() == 22 + 3);  // the LFs after "cr", the blank line and "z"
+  Result<std::string> name = d->commit(Fsync::kNo, nullptr);
+  REQUIRE(name.ok());
+  CHECK(parse_name(*name).vsize == 25u);
+}

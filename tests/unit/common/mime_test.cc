@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include "common/mime_charset.h"
+#include "common/text.h"
 
 using namespace tern::common::mime;
 using Kind = Part::Kind;
@@ -351,6 +352,59 @@ TEST_CASE("to_crlf normalises line ends", "[mime]") {
   CHECK(to_crlf("\n\n") == "\r\n\r\n");
   CHECK(to_crlf("") == "");
   CHECK(to_crlf("no newline") == "no newline");
+}
+
+TEST_CASE("crlf_size is the length to_crlf gives, for any mix of line ends", "[mime][crlf]") {
+  // Stored files come as LF (ours, Postfix, Dovecot), CRLF (migration tools, some
+  // MDAs) or a mix, with stray CRs; the size reported must be what is served.
+  CHECK(crlf_size("Subject: crlf-file\r\nFrom: a@b\r\n\r\nline1\r\nline2\r\n") == 47);
+  CHECK(crlf_size("a\nb\n") == 6);
+  CHECK(crlf_size("x\r\r\n") == 4);
+  CHECK(crlf_size("\n") == 2);
+  CHECK(crlf_size("") == 0);
+  CHECK(count_bare_lf("\nx\r\n", true) == 0);  // the CR before the chunk counts
+  CHECK(count_bare_lf("\nx\r\n", false) == 1);
+  // Every string over {a, CR, LF} up to 8 bytes: the size matches the rendering, and
+  // counting in two chunks at any split gives the same count.
+  const char alphabet[] = {'a', '\r', '\n'};
+  for (size_t len = 0; len <= 8; ++len) {
+    size_t total = 1;
+    for (size_t k = 0; k < len; ++k) total *= 3;
+    for (size_t code = 0; code < total; ++code) {
+      std::string s;
+      for (size_t k = 0, c = code; k < len; ++k, c /= 3) s += alphabet[c % 3];
+      INFO("input bytes: " << tern::common::log_escape(s));
+      REQUIRE(crlf_size(s) == to_crlf(s).size());
+      for (size_t cut = 0; cut <= s.size(); ++cut) {
+        std::string_view a = std::string_view(s).substr(0, cut), b = std::string_view(s).substr(cut);
+        REQUIRE(count_bare_lf(a) + count_bare_lf(b, !a.empty() && a.back() == '\r') == count_bare_lf(s));
+      }
+    }
+  }
+}
+
+TEST_CASE("to_lf keeps what to_crlf needs to give an APPENDed message back", "[mime][crlf]") {
+  CHECK(to_lf("Subject: cr\r\n\r\nx\r\r\ny\r\n") == "Subject: cr\n\nx\r\r\ny\n");
+  CHECK(to_crlf(to_lf("Subject: cr\r\n\r\nx\r\r\ny\r\n")) == "Subject: cr\r\n\r\nx\r\r\ny\r\n");
+  CHECK(to_lf("a\r\nb\rc\n") == "a\nb\rc\n");  // a bare LF stays; it is served as CRLF
+  CHECK(to_lf("\r\n") == "\n");
+  CHECK(to_lf("\r") == "\r");
+  // Exhaustively: a message without bare LF comes back byte for byte, and its
+  // stored form's crlf_size() is the appended length.
+  const char alphabet[] = {'a', '\r', '\n'};
+  for (size_t len = 0; len <= 9; ++len) {
+    size_t total = 1;
+    for (size_t k = 0; k < len; ++k) total *= 3;
+    for (size_t code = 0; code < total; ++code) {
+      std::string s;
+      for (size_t k = 0, c = code; k < len; ++k, c /= 3) s += alphabet[c % 3];
+      if (count_bare_lf(s) != 0) continue;
+      INFO("input bytes: " << tern::common::log_escape(s));
+      const std::string stored = to_lf(s);
+      REQUIRE(to_crlf(stored) == s);
+      REQUIRE(crlf_size(stored) == s.size());
+    }
+  }
 }
 
 TEST_CASE("part ranges nest even when a boundary follows a header's blank line", "[mime]") {

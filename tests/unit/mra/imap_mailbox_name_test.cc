@@ -50,6 +50,9 @@ TEST_CASE("list_match implements * and % (RFC 3501 6.3.8)", "[imap][mailbox]") {
       {"Inbox*", "Inboxes", true},  {"inbox*", "Inboxes", false},  {"", "a", false},          {"a%c", "abc", true},
       {"a%c", "a/c", false},         {"*c", "a/b/c", true},    {"%/%", "a/b", true},
       {"a", "A", false},
+      // INBOX's own letters compare without case, in whole or in part (as Dovecot).
+      {"iNbOx*", "INBOX", true},     {"in%", "INBOX", true},   {"iNbOx*", "INBOX/x", true},
+      {"in%", "inner", true},        {"IN%", "inner", false},  {"i*", "Inboxes", false},
   };
   for (const Case& c : cases) {
     INFO(c.pattern << " vs " << c.name);

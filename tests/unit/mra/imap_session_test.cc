@@ -391,7 +391,10 @@ TEST_CASE("a long FETCH is produced in bounded chunks", "[imap][session][fetch][
 TEST_CASE("STORE changes flags and reports them", "[imap][session][store]") {
   Fixture f;
   f.select();
+  // A new keyword: FLAGS and PERMANENTFLAGS name it before the FETCH that uses it.
   CHECK(f.c.send("a STORE 1 +FLAGS (\\Flagged $Work)\r\n") ==
+        "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work)\r\n"
+        "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work \\*)] Flags permitted.\r\n"
         "* 1 FETCH (FLAGS (\\Flagged $Work \\Recent))\r\na OK STORE completed.\r\n");
   CHECK(f.c.send("b STORE 1 -FLAGS.SILENT ($Work)\r\n") == "b OK STORE completed.\r\n");
   CHECK(f.c.send("c UID STORE 1:2 FLAGS (\\answered)\r\n") ==
@@ -427,6 +430,27 @@ TEST_CASE("SEARCH, ESEARCH and saved results", "[imap][session][search]") {
   CHECK(f.c.send("l FETCH $ UID\r\n") == "* 3 FETCH (UID 3)\r\nl OK FETCH completed.\r\n");
   CHECK(f.c.send("m SEARCH MODSEQ 1\r\n").substr(0, 23) == "* SEARCH 1 2 3 (MODSEQ ");
   CHECK(f.c.send("n SEARCH 2:* SMALLER 200\r\n") == "* SEARCH 3\r\nn OK SEARCH completed.\r\n");
+}
+
+TEST_CASE("SEARCHRES: SAVE with MIN or MAX saves only those; NO empties $, BAD keeps it", "[imap][session][search]") {
+  Fixture f;
+  f.select();
+  // RFC 5182 2.4: with MIN (or MAX) and no ALL/COUNT, "$" is just that message.
+  CHECK(f.c.send("a UID SEARCH RETURN (SAVE MIN) ALL\r\n") == "* ESEARCH (TAG \"a\") UID MIN 1\r\na OK SEARCH completed.\r\n");
+  CHECK(f.c.send("b UID FETCH $ (UID)\r\n") == "* 1 FETCH (UID 1)\r\nb OK FETCH completed.\r\n");
+  CHECK(f.c.send("c SEARCH RETURN (SAVE MAX) ALL\r\n") == "* ESEARCH (TAG \"c\") MAX 3\r\nc OK SEARCH completed.\r\n");
+  CHECK(f.c.send("d FETCH $ (UID)\r\n") == "* 3 FETCH (UID 3)\r\nd OK FETCH completed.\r\n");
+  CHECK(f.c.send("e SEARCH RETURN (MIN SAVE MAX) ALL\r\n") == "* ESEARCH (TAG \"e\") MIN 1 MAX 3\r\ne OK SEARCH completed.\r\n");
+  CHECK(f.c.send("f FETCH $ (UID)\r\n") == "* 1 FETCH (UID 1)\r\n* 3 FETCH (UID 3)\r\nf OK FETCH completed.\r\n");
+  // With COUNT (or ALL) every match is saved.
+  CHECK(f.c.send("g SEARCH RETURN (SAVE MIN COUNT) ALL\r\n") == "* ESEARCH (TAG \"g\") MIN 1 COUNT 3\r\ng OK SEARCH completed.\r\n");
+  CHECK(f.c.send("h SEARCH $\r\n") == "* SEARCH 1 2 3\r\nh OK SEARCH completed.\r\n");
+  // A syntax error (BAD) leaves "$" alone (RFC 5182 2.1) ...
+  CHECK(f.c.send("i SEARCH RETURN (SAVE) BADKEY\r\n").substr(0, 6) == "i BAD ");
+  CHECK(f.c.send("j SEARCH $\r\n") == "* SEARCH 1 2 3\r\nj OK SEARCH completed.\r\n");
+  // ... a NO to a SEARCH with SAVE empties it.
+  CHECK(f.c.send("k SEARCH RETURN (SAVE) CHARSET X-BOGUS ALL\r\n") == "k NO [BADCHARSET (US-ASCII UTF-8)] Unknown charset.\r\n");
+  CHECK(f.c.send("l SEARCH $\r\n") == "* SEARCH\r\nl OK SEARCH completed.\r\n");
 }
 
 TEST_CASE("COPY, MOVE and EXPUNGE with UIDPLUS", "[imap][session]") {
@@ -570,8 +594,10 @@ TEST_CASE("CREATE, DELETE, RENAME, SUBSCRIBE, LIST and LSUB", "[imap][session][l
   CHECK(f.c.send("l LIST \"\" Archive*\r\n") == "* LIST (\\HasNoChildren) \"/\" Archive/2024/Q1\r\nl OK LIST completed.\r\n");
   CHECK(f.c.send("m LIST \"\" Work/*\r\n") == "* LIST (\\HasNoChildren) \"/\" Work/Proj&AOk-t-\r\nm OK LIST completed.\r\n");
   CHECK(f.c.send("n SUBSCRIBE Work/Proj&AOk-t-\r\n") == "n OK SUBSCRIBE completed.\r\n");
-  CHECK(f.c.send("o LSUB \"\" Work*\r\n") ==
-        "* LSUB (\\Noselect) \"/\" Work\r\n* LSUB () \"/\" Work/Proj&AOk-t-\r\no OK LSUB completed.\r\n");
+  // "*" returns the subscribed child itself, so not its unsubscribed parent; "%"
+  // hides the child and returns the parent as \\Noselect (RFC 3501 6.3.9).
+  CHECK(f.c.send("o LSUB \"\" Work*\r\n") == "* LSUB () \"/\" Work/Proj&AOk-t-\r\no OK LSUB completed.\r\n");
+  CHECK(f.c.send("o2 LSUB \"\" Work%\r\n") == "* LSUB (\\Noselect) \"/\" Work\r\no2 OK LSUB completed.\r\n");
   CHECK(f.c.send("p LIST (SUBSCRIBED RECURSIVEMATCH) \"\" Work\r\n") ==
         "* LIST (\\HasChildren) \"/\" Work (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\np OK LIST completed.\r\n");
   CHECK(f.c.send("q LIST (SPECIAL-USE) \"\" *\r\n") ==

@@ -152,6 +152,12 @@ TEST_CASE("POP3 DELE takes effect only at QUIT", "[pop3][session]") {
     CHECK(store.box("INBOX").msgs[1].flags == std::vector<std::string>{"\\Seen"});  // RETR'd
     CHECK(store.box("INBOX").msgs[0].flags.empty());
   }
+  SECTION("QUIT without DELE says nothing was deleted") {
+    Logged l(store);
+    CHECK(l.c.send("RETR 1\r\nRSET\r\n").find("-ERR") == std::string::npos);
+    CHECK(l.c.send("QUIT\r\n") == "+OK Logging out.\r\n");
+    CHECK(store.box("INBOX").msgs.size() == 3);
+  }
   SECTION("a dropped connection deletes nothing and releases the lock") {
     {
       Logged l(store);
