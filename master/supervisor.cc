@@ -115,18 +115,30 @@ void Supervisor::spawn(Child& c) {
   for (const auto& l : c.listeners) fds.push_back(l.fd.get());
   const int nfds = static_cast<int>(fds.size());
 
+  // Every signal stays blocked from before the fork until the child has reset the
+  // handlers: otherwise a SIGTERM sent to the new pid (a stop right after a start)
+  // could run libuv's handler in the child, which takes libuv's process-wide signal
+  // lock through a pipe shared with us. A child killed while holding it left the
+  // master blocked in uv__signal_lock with every signal masked (seen once: a --dev
+  // master that ignored SIGINT, its children zombies).
+  sigset_t all, saved;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &saved);
   pid_t pid = ::fork();
+  if (pid != 0) ::pthread_sigmask(SIG_SETMASK, &saved, nullptr);
   if (pid < 0) {
     common::log::warning("fork %s: %s", binary.c_str(), std::strerror(errno));
     schedule_restart(c);
     return;
   }
   if (pid == 0) {
-    // Child. Unblock signals and restore the ones the loop caught.
+    // Child: default handlers for everything, then unblock.
+    for (int sig = 1; sig < NSIG; ++sig) {
+      if (sig != SIGKILL && sig != SIGSTOP) ::signal(sig, SIG_DFL);
+    }
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    for (int sig : {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGPIPE}) ::signal(sig, SIG_DFL);
     // Move the listeners to 3, 4, ...: first above the target range, then down.
     int base = 3 + nfds + 16;
     for (int i = 0; i < nfds; ++i) {
