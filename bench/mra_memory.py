@@ -34,6 +34,8 @@ from mra_helpers import FAST, PW, deliver, make_mra, maildir_of  # noqa: E402
 from mda_helpers import add_user  # noqa: E402
 from tern_harness import free_port, port_open, wait_for  # noqa: E402
 
+import measure  # noqa: E402  (bench/, next to this file)
+
 
 def smaps(pid):
     out = {"Rss": 0, "Pss": 0}
@@ -66,23 +68,8 @@ def comm(pid):
 
 
 def descendants(pid):
-    """Every process below pid (one pass over /proc: Dovecot has one per connection)."""
-    kids = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
-            continue
-        kids.setdefault(ppid, []).append(int(d))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out += kids.get(p, [])
-        todo += kids.get(p, [])
-    return out
+    """Every process below pid (measure.tree: one pass over /proc)."""
+    return [p for p in measure.tree([pid]) if p != pid]
 
 
 def open_sessions(port, users, count, tls):
