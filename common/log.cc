@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sysexits.h>
 #include <unistd.h>
@@ -120,7 +121,20 @@ void init(const Options& options) {
     g_file_fd = -1;
   }
   if (options.sink == Sink::kFile) {
-    g_file_fd = ::open(options.file.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    // Opened as root by tern-master and by daemons before they drop privilege: never
+    // through a symbolic link, and never a file with other names (a hard link to
+    // /etc/shadow in a directory someone else can write).
+    g_file_fd = ::open(options.file.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, 0640);
+    struct stat st;
+    if (g_file_fd >= 0 && (::fstat(g_file_fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1)) {
+      ::close(g_file_fd);
+      g_file_fd = -1;
+      std::string why = "warning: log file " + options.file + " is not a plain file with one link; logging to stderr\n";
+      write_all(2, why);
+    } else if (g_file_fd < 0) {
+      std::string why = "warning: cannot open log file " + options.file + ": " + std::strerror(errno) + "; logging to stderr\n";
+      write_all(2, why);
+    }
   }
 }
 

@@ -6,6 +6,7 @@
 #include <cerrno>
 
 #include "common/privilege.h"
+#include "common/safe_path.h"
 #include "common/text.h"
 
 namespace tern::common {
@@ -150,6 +151,15 @@ Result<std::vector<BoundListener>> bind_listeners(const ServiceSpec& service) {
         uid = u->uid;
         gid = u->gid;
       }
+      if (root) {
+        // Root unlinks a stale socket and chowns the new one by name: only in a
+        // directory nobody else can write to (common/safe_path.h).
+        const size_t slash = l.path.rfind('/');
+        const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : l.path.substr(0, slash);
+        Result<UniqueFd> dfd = open_directory_safely(dir, DirOwner{});
+        if (!dfd) return dfd.take_error();
+        if (Status st = check_trusted_directory(dfd->get(), dir); !st) return st.take_error();
+      }
       return net::bind_unix(l.path, l.mode, uid, gid);
     }();
     if (!fd) {
@@ -165,32 +175,16 @@ Result<std::vector<BoundListener>> bind_listeners(const ServiceSpec& service) {
 Status make_directories(const std::vector<DirectorySpec>& dirs) {
   const bool root = ::geteuid() == 0;
   for (const DirectorySpec& d : dirs) {
-    // Parents first (mkdir -p), owned by whoever runs us.
-    for (size_t i = 1; i < d.path.size(); ++i) {
-      if (d.path[i] != '/') continue;
-      std::string parent = d.path.substr(0, i);
-      if (::mkdir(parent.c_str(), 0755) < 0 && errno != EEXIST) return errno_error("mkdir " + parent, errno);
+    DirOwner owner;
+    if (root && !d.owner.empty()) {
+      Result<UserIds> u = lookup_user(d.owner);
+      if (!u) return make_error(ErrorKind::kConfig, "directory " + d.path + ": " + u.error().message);
+      owner = {u->uid, u->gid};
     }
-    if (::mkdir(d.path.c_str(), d.mode) < 0 && errno != EEXIST) return errno_error("mkdir " + d.path, errno);
-    struct stat st;
-    if (::lstat(d.path.c_str(), &st) < 0) return errno_error("stat " + d.path, errno);
-    if (!S_ISDIR(st.st_mode)) return make_error(ErrorKind::kExists, d.path + " exists and is not a directory");
-    if (root) {
-      uid_t uid = 0;
-      gid_t gid = 0;
-      if (!d.owner.empty()) {
-        Result<UserIds> u = lookup_user(d.owner);
-        if (!u) return make_error(ErrorKind::kConfig, "directory " + d.path + ": " + u.error().message);
-        uid = u->uid;
-        gid = u->gid;
-      }
-      if ((st.st_uid != uid || st.st_gid != gid) && ::lchown(d.path.c_str(), uid, gid) < 0) {
-        return errno_error("chown " + d.path, errno);
-      }
-    }
-    if ((st.st_mode & 07777) != d.mode && ::chmod(d.path.c_str(), d.mode) < 0) {
-      return errno_error("chmod " + d.path, errno);
-    }
+    // Through descriptors, never by name: some of these sit in directories their
+    // users own (common/safe_path.h).
+    Result<UniqueFd> fd = make_directory_safely(d.path, owner, d.mode);
+    if (!fd) return fd.take_error();
   }
   return {};
 }

@@ -86,17 +86,18 @@ Result<UniqueFd> bind_unix(const std::string& path, mode_t mode, uid_t uid, gid_
   }
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!fd) return errno_error("socket for " + path, errno);
-  // Bind under a restrictive umask, then open up to `mode`: no window where the
-  // socket is more accessible than asked.
-  mode_t old = ::umask(0777);
+  // The socket is created with `mode` (under the complementary umask) and handed to
+  // its owner with lchown: nothing here follows a name that could have become a
+  // symbolic link since the bind. The directory is the caller's to check
+  // (bind_listeners: a trusted one when root).
+  mode_t old = ::umask(static_cast<mode_t>(~mode & 0777));
   int rc = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa);
   int err = errno;
   ::umask(old);
   if (rc < 0) return errno_error("bind " + path, err);
-  if ((uid != static_cast<uid_t>(-1) || gid != static_cast<gid_t>(-1)) && ::chown(path.c_str(), uid, gid) < 0) {
+  if ((uid != static_cast<uid_t>(-1) || gid != static_cast<gid_t>(-1)) && ::lchown(path.c_str(), uid, gid) < 0) {
     return errno_error("chown " + path, errno);
   }
-  if (::chmod(path.c_str(), mode) < 0) return errno_error("chmod " + path, errno);
   if (::listen(fd.get(), backlog) < 0) return errno_error("listen " + path, errno);
   return fd;
 }

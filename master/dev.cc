@@ -13,6 +13,7 @@
 
 #include "common/config.h"
 #include "common/privilege.h"
+#include "common/safe_path.h"
 #include "common/tls.h"
 
 namespace tern::master {
@@ -96,19 +97,15 @@ common::Status ensure_mail_base(const std::string& conf) {
   const std::string base = home.substr(0, slash);
   struct stat st;
   if (::stat(base.c_str(), &st) == 0) return {};
-  for (size_t i = 1; i <= base.size(); ++i) {
-    if (i < base.size() && base[i] != '/') continue;
-    const std::string part = base.substr(0, i);
-    if (::mkdir(part.c_str(), 0755) < 0 && errno != EEXIST) return common::errno_error("mkdir " + part, errno);
-  }
-  if (::chmod(base.c_str(), 0750) < 0) return common::errno_error("chmod " + base, errno);
+  common::DirOwner owner{::geteuid(), ::getegid()};
   if (::geteuid() == 0) {
     common::Result<common::UserIds> u = common::lookup_user(c->str("mail_uid"));
     if (!u) return common::make_error(ErrorKind::kConfig, conf + ": mail_uid = " + c->str("mail_uid") + ": " + u.error().message);
     common::Result<gid_t> g = common::lookup_group(c->str("mail_gid"));
     if (!g) return common::make_error(ErrorKind::kConfig, conf + ": mail_gid = " + c->str("mail_gid") + ": " + g.error().message);
-    if (::chown(base.c_str(), u->uid, *g) < 0) return common::errno_error("chown " + base, errno);
+    owner = {u->uid, *g};
   }
+  if (common::Result<common::UniqueFd> fd = common::make_directory_safely(base, owner, 0750); !fd) return fd.take_error();
   return {};
 }
 

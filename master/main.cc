@@ -200,7 +200,7 @@ int main(int argc, char** argv) {
   // One master per base_dir: a locked pid file.
   const std::string base = cfg.str("base_dir");
   const std::string pid_path = base + "/" + master::kPidFileName;
-  common::UniqueFd pid_fd(::open(pid_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  common::UniqueFd pid_fd(::open(pid_path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644));
   if (!pid_fd) common::log::fatal_exit(EX_CANTCREAT, "open %s: %s", pid_path.c_str(), std::strerror(errno));
   if (::flock(pid_fd.get(), LOCK_EX | LOCK_NB) < 0) {
     char buf[32] = {};

@@ -231,3 +231,70 @@ def test_dev_default_runs_without_config(tmp_path):
     assert p.returncode == 0
     assert "Tern is running (development default)" in err
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+# Issue 11, finding 1: root fixes up the directories at start and at every reload;
+# some sit in directories less privileged users own (maildrop_directory in the queue,
+# which is mail_owner's). Root must never follow a name such a user controls.
+
+@pytest.mark.skipif(not is_root(), reason="needs root: the attack is on root's directory fix-up")
+def test_start_refuses_a_queue_in_a_world_writable_directory(tern_factory):
+    t = tern_factory(start=False)
+    open_dir = os.path.join(t.dir, "open")
+    os.mkdir(open_dir)
+    os.chmod(open_dir, 0o777)  # anyone could swap queue/ for a symlink here
+    t.set(queue_directory=os.path.join(open_dir, "queue"))
+    r = subprocess.run([os.path.join(BIN, "tern-master"), "-c", t.conf_path], capture_output=True, text=True,
+                       timeout=20)
+    assert r.returncode != 0
+    out = r.stderr + t.log()
+    assert f"refusing {open_dir}/queue: its parent {open_dir}/ is writable by others" in out
+    assert not os.path.exists(os.path.join(open_dir, "queue"))
+
+
+@pytest.mark.skipif(not is_root(), reason="needs root: the attack is on root's directory fix-up")
+def test_reloads_never_touch_a_file_through_a_racing_maildrop_symlink(tern):
+    """mail_owner swaps maildrop for a symlink to a root file, without pause, while root
+    reloads (each reload fixes up the directories): the root file keeps its mode."""
+    import ctypes
+    queue = tern.settings.get("queue_directory", os.path.join(tern.dir, "queue"))
+    maildrop = os.path.join(queue, "maildrop")
+    assert os.path.isdir(maildrop)
+    victim = os.path.join(tern.dir, "victim")
+    with open(victim, "w") as f:
+        f.write("root:x:0:0::/root:/bin/sh\n")
+    os.chmod(victim, 0o644)
+    owner = os.stat(queue).st_uid
+    assert owner != 0
+    racer_code = (
+        "import ctypes, os, sys\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "a, b = sys.argv[1].encode(), sys.argv[2].encode()\n"
+        "os.symlink(sys.argv[3], b)\n"
+        "print('ready', flush=True)\n"
+        "while True:\n"
+        "    if libc.renameat2(-100, a, -100, b, 2) != 0: sys.exit(4)\n"  # AT_FDCWD, RENAME_EXCHANGE
+    )
+    racer = subprocess.Popen(["/usr/bin/python3", "-c", racer_code, maildrop, os.path.join(queue, "spare"), victim],
+                             stdout=subprocess.PIPE, text=True, user=owner, group=os.stat(queue).st_gid)
+    try:
+        assert racer.stdout.readline().strip() == "ready"
+        for i in range(15):
+            # Make maildrop's mode wrong, so that root has something to fix.
+            for name in ("maildrop", "spare"):
+                p = os.path.join(queue, name)
+                if not os.path.islink(p):
+                    try:
+                        os.chmod(p, 0o700)
+                    except FileNotFoundError:
+                        pass
+            os.chmod(victim, 0o644)
+            mark = len(tern.log())
+            tern.proc.send_signal(signal.SIGHUP)
+            wait_for(lambda: "reload" in tern.log()[mark:], timeout=15, what=f"reload {i} handled")
+            st = os.stat(victim)
+            assert (st.st_mode & 0o7777, st.st_uid) == (0o644, 0), f"root changed the victim at reload {i}"
+        assert racer.poll() is None, "the racer stopped racing"
+    finally:
+        racer.kill()
+        racer.wait()
