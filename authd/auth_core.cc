@@ -1,5 +1,7 @@
 #include "authd/auth_core.h"
 
+#include <unistd.h>
+
 #include "authd/password.h"
 #include "authd/worker.h"
 #include "common/log.h"
@@ -69,6 +71,22 @@ common::Result<AuthSettings> AuthSettings::from_config(const common::Config& cfg
                                                 "': " + u.error().message);
     }
     s.userdb_allowed_uids.push_back(u->uid);
+  }
+
+  // tern-authd's own uid runs nothing that talks to clients, but a peer with it could
+  // read the databases anyway.
+  s.client_trusted_uids.push_back(::geteuid());
+  for (const std::string& name : cfg.list("auth_client_trusted_users")) {
+    common::Result<common::UserIds> u = common::lookup_user(name);
+    if (u) {
+      s.client_trusted_uids.push_back(u->uid);
+    } else if (cfg.is_set("auth_client_trusted_users") || u.error().kind != ErrorKind::kNotFound) {
+      // A name the admin wrote must exist; the default names "postfix", which a host
+      // without Postfix does not have.
+      return make_error(ErrorKind::kConfig, cfg.origin("auth_client_trusted_users") +
+                                                ": parameter 'auth_client_trusted_users': user '" +
+                                                common::log_escape(name, 64) + "': " + u.error().message);
+    }
   }
   return s;
 }

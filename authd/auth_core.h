@@ -44,6 +44,8 @@ struct AuthSettings {
   uint64_t first_valid_uid = 500, last_valid_uid = 0;
   bool plaintext_equivalent = false;
   std::vector<uid_t> userdb_allowed_uids;  // may use auth-userdb (plus root)
+  // May vouch for their clients on auth-client (plus root): client_trust.h.
+  std::vector<uid_t> client_trusted_uids;
   std::string pam_service = "tern";
   std::string db_path;
 

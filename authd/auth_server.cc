@@ -4,6 +4,7 @@
 
 #include <map>
 
+#include "authd/client_trust.h"
 #include "authd/password.h"
 #include "authd/sasl.h"
 #include "common/auth_protocol.h"
@@ -61,13 +62,15 @@ struct AuthServer::Request {
   bool done = false;
   uint64_t deadline_ms = 0;    // for the client's next CONT
   std::string session;         // "C<cuid>:<id>" in log lines
+  std::string penalty_key;     // rip from a trusted peer, else the peer's local uid
 };
 
 class AuthServer::Conn : public std::enable_shared_from_this<Conn> {
  public:
   Conn(AuthServer& server, std::shared_ptr<common::net::Connection> c, uint64_t cuid)
       : server_(server), core_(server.core_), conn_(std::move(c)), cuid_(cuid), reader_(ap::kMaxLineLength),
-        tick_(core_.loop()) {}
+        tick_(core_.loop()),
+        trusted_(peer_trusted(conn_->peer().has_creds, conn_->peer().uid, core_.settings().client_trusted_uids)) {}
 
   ~Conn() {
     // Requests still on the threadpool finish there; nobody is told.
@@ -195,6 +198,19 @@ class AuthServer::Conn : public std::enable_shared_from_this<Conn> {
       reply(ap::make_line({"FAIL", id, std::string("reason=") + ap::auth_parse_error_text(a.error)}));
       return;
     }
+    // What the peer says about its client counts only if the peer is a login process
+    // we trust (client_trust.h); before anything below looks at secured or rip.
+    if (!trusted_) {
+      std::vector<std::string> dropped = drop_client_claims(a.cmd);
+      if (!dropped.empty() && !warned_untrusted_) {
+        warned_untrusted_ = true;
+        std::string names;
+        for (const std::string& n : dropped) names += (names.empty() ? "" : ", ") + n;
+        kLog.warning("auth client (pid %u, uid %d, C%llu): not in auth_client_trusted_users, ignoring %s",
+                     cpid_, static_cast<int>(conn_->peer().uid), static_cast<unsigned long long>(cuid_),
+                     names.c_str());
+      }
+    }
     bool offered = false;
     for (const std::string& m : server_.mechs_) offered = offered || m == a.cmd.mech;
     if (!offered) {
@@ -212,10 +228,11 @@ class AuthServer::Conn : public std::enable_shared_from_this<Conn> {
     r->id = a.cmd.id;
     r->cmd = std::move(a.cmd);
     r->session = session(r->id);
+    r->penalty_key = trusted_ ? r->cmd.rip : local_penalty_key(conn_->peer().uid);
     r->busy = true;
     requests_[r->id] = r;
     // The penalty for this IP's recent failures is paid before anything is checked.
-    const uint64_t delay = r->cmd.no_penalty ? 0 : core_.penalty().delay_ms(r->cmd.rip, core_.loop().now_ms());
+    const uint64_t delay = r->cmd.no_penalty ? 0 : core_.penalty().delay_ms(r->penalty_key, core_.loop().now_ms());
     std::weak_ptr<Conn> weak = shared_from_this();
     auto go = [weak, r] {
       auto self = weak.lock();
@@ -258,7 +275,7 @@ class AuthServer::Conn : public std::enable_shared_from_this<Conn> {
   void run_step(const std::shared_ptr<Request>& r, bool first, std::string data) {
     std::weak_ptr<Conn> weak = shared_from_this();
     AuthCore* core = &core_;
-    const std::string ip = r->cmd.rip;
+    const std::string ip = r->penalty_key;
     auto data_p = std::make_shared<std::string>(std::move(data));
     core_.penalty().admit(ip, core_.loop().now_ms(), [weak, core, r, first, data_p, ip] {
       if (r->done) {
@@ -307,7 +324,7 @@ class AuthServer::Conn : public std::enable_shared_from_this<Conn> {
         return;
       case SaslRequest::Outcome::kOk: {
         finish(r);
-        core_.penalty().record_success(r->cmd.rip);
+        core_.penalty().record_success(r->penalty_key);
         core_.remember_success(cookie_, cpid_, r->id, s.user);
         kLog.debug("%s(%s,%s,<%s>): authenticated (%s, service=%s)", s.passdb.c_str(), log_token(s.user).c_str(),
                    log_token(r->cmd.rip).c_str(), r->session.c_str(), r->cmd.mech.c_str(), log_token(r->cmd.service).c_str());
@@ -327,7 +344,7 @@ class AuthServer::Conn : public std::enable_shared_from_this<Conn> {
       case SaslRequest::Outcome::kFail: {
         finish(r);
         const uint64_t now = core_.loop().now_ms();
-        core_.penalty().record_failure(r->cmd.rip, now);
+        core_.penalty().record_failure(r->penalty_key, now);
         kLog.info("%s", AuthServer::dovecot_fail_line(s.passdb.empty() ? "lmdb" : s.passdb, s.user, r->cmd.rip,
                                                       r->session, s.reason.empty() ? "invalid credentials" : s.reason)
                             .c_str());
@@ -381,6 +398,8 @@ class AuthServer::Conn : public std::enable_shared_from_this<Conn> {
   common::LineReader reader_;
   common::ev::Timer tick_;
   std::string cookie_;
+  bool trusted_;                   // the peer may vouch for its client
+  bool warned_untrusted_ = false;  // logged once per connection
   bool got_version_ = false;
   uint32_t cpid_ = 0;
   std::map<ap::RequestId, std::shared_ptr<Request>> requests_;

@@ -4,13 +4,16 @@
 // Per connection: the handshake (VERSION, MECH with flags, SPID, CUID, COOKIE, DONE),
 // then any number of AUTH requests in flight, each driven through Cyrus SASL on the
 // threadpool, with CONT rounds. A failed request is penalised by its remote IP
-// (PenaltyTable) and answered only after auth_failure_delay; a success is
-// remembered for auth-userdb REQUEST under the connection's cookie.
+// (PenaltyTable; an untrusted peer's by its uid) and answered only after
+// auth_failure_delay; a success is remembered for auth-userdb REQUEST under the
+// connection's cookie.
 //
 // TRUST  The socket is 0666: any local process may connect. Everything it sends is
 //        parsed as untrusted and bounded (line length, requests in flight, SASL
 //        message size, request lifetime). A protocol error closes that one
-//        connection; other clients never notice.
+//        connection; other clients never notice. What a peer says about its client
+//        (rip, secured, no-penalty...) is believed only from root and the users of
+//        auth_client_trusted_users, by SO_PEERCRED (client_trust.h).
 #pragma once
 
 #include <memory>

@@ -8,7 +8,9 @@
 //
 // TRUST     auth-client (0666) peers are any local process: every line is parsed as
 //           untrusted, requests are bounded per connection, failures are delayed
-//           and penalised per remote IP. auth-userdb peers are checked by
+//           and penalised per remote IP. A peer's rip, secured and no-penalty are
+//           believed only from root and auth_client_trusted_users (SO_PEERCRED);
+//           anyone else is penalised by its uid. auth-userdb peers are checked by
 //           SO_PEERCRED (root, mail_uid, mail_owner, auth_userdb_allow_users).
 // PRIVILEGE Runs as authd_user, the only process that sees credentials; the user
 //           database ($data_directory/auth, 0700) is readable by it alone. The

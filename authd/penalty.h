@@ -8,8 +8,9 @@
 // so an attacker pipelining guesses cannot keep every crypt thread busy; an IP with
 // no failures is never held back.
 //
-// The IP is the one the login process reports (rip=); requests without one share the
-// empty key. Pure bookkeeping: time is passed in, nothing here sleeps.
+// The IP is the one a trusted login process reports (rip=); requests without one share
+// the empty key, and an untrusted peer's are keyed by its uid (client_trust.h). Pure
+// bookkeeping: time is passed in, nothing here sleeps.
 #pragma once
 
 #include <cstdint>

@@ -140,6 +140,13 @@ void init(const Options& options) {
 
 const Options& options() { return g_options; }
 
+std::vector<int> fds() {
+  std::vector<int> out;
+  if (g_file_fd >= 0) out.push_back(g_file_fd);
+  if (g_syslog_fd >= 0) out.push_back(g_syslog_fd);
+  return out;
+}
+
 std::string format_line(Level level, std::string_view service, std::string_view text) {
   std::string line;
   line.reserve(text.size() + 48);

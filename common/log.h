@@ -17,6 +17,7 @@
 #include <cstdarg>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace tern::common::log {
 
@@ -40,6 +41,10 @@ struct Options {
 // Sets up logging for this process. Safe to call again (after a config reload).
 void init(const Options& options);
 const Options& options();
+// The fds logging writes to (the maillog_file, the syslog socket), so that a process
+// that closes every fd it does not need keeps these, and never has its log lines
+// written into whatever file later takes one of their numbers.
+std::vector<int> fds();
 
 // Exit code used by fatal(): EX_SOFTWARE unless set (a config error uses EX_CONFIG).
 [[noreturn]] void fatal_exit(int code, const char* fmt, ...) __attribute__((format(printf, 2, 3)));

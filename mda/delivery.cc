@@ -323,6 +323,13 @@ Result<Location> parse_location(const std::string& spec, const MailUser& user) {
   return loc;
 }
 
+bool writes_outside_home(const Location& loc, const MailUser& user) {
+  if (!loc.mbox) return false;
+  if (user.home.empty()) return true;
+  auto inside = [&](const std::string& p) { return p.rfind(user.home + "/", 0) == 0; };
+  return !inside(loc.inbox) || !inside(loc.root + "/");
+}
+
 Result<Quota> parse_quota_rule(const std::string& rule_in) {
   Quota q;
   std::string_view rule = common::trim(rule_in);

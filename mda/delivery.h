@@ -86,6 +86,11 @@ struct Location {
   std::string inbox;        // mbox INBOX file
 };
 common::Result<Location> parse_location(const std::string& spec, const MailUser& user);
+// Whether a delivery to this location may write outside the user's home: an mbox whose
+// INBOX or folder directory is elsewhere (the spool, /var/mail/%u), the only place
+// mail_privileged_group is for. Maildir, and mbox entirely under home, never need it.
+// Decided from the paths alone, before anything is opened.
+bool writes_outside_home(const Location& loc, const MailUser& user);
 // Expands %u %n %d %h and a leading ~ (Dovecot's variables).
 std::string expand_vars(const std::string& s, const MailUser& user);
 

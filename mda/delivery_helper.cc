@@ -1,5 +1,6 @@
 #include "mda/delivery_helper.h"
 
+#include <dirent.h>
 #include <poll.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -8,6 +9,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <ctime>
 #include <cstring>
 #include <algorithm>
 #include <map>
@@ -172,9 +174,69 @@ common::Status become_user(const common::UserIds& target, gid_t gid, const Group
   return {};
 }
 
+// Closes every fd of this process except `keep` (and 0-2): a child that becomes a
+// user must not hold what the root helper holds (its socket to tern-mda, anything
+// inherited before the jail). close_range(2) where the kernel has it (5.9), else
+// the fds /proc/self/fd lists.
+void close_fds_except(std::vector<int> keep) {
+  keep.insert(keep.end(), {0, 1, 2});
+  std::sort(keep.begin(), keep.end());
+  keep.erase(std::unique(keep.begin(), keep.end()), keep.end());
+  unsigned lo = 0;
+  bool ok = true;
+  for (int k : keep) {
+    if (k < 0) continue;
+    const unsigned u = static_cast<unsigned>(k);
+    if (u > lo && ::close_range(lo, u - 1, 0) < 0) ok = false;
+    lo = u + 1;
+  }
+  if (ok && ::close_range(lo, ~0u, 0) == 0) return;
+  std::vector<int> open;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    while (dirent* e = ::readdir(d)) {
+      std::optional<uint64_t> n = common::parse_u64(e->d_name);
+      if (n && static_cast<int>(*n) != ::dirfd(d)) open.push_back(static_cast<int>(*n));
+    }
+    ::closedir(d);
+  } else {
+    const long max = ::sysconf(_SC_OPEN_MAX);
+    for (int fd = 0; fd < (max > 0 ? max : 1024); ++fd) open.push_back(fd);
+  }
+  for (int fd : open) {
+    if (!std::binary_search(keep.begin(), keep.end(), fd)) ::close(fd);
+  }
+}
+
+uint64_t monotonic_ms() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
+}
+
+// Reads the child's reply until EOF, at most kMaxHelperPacket bytes, until
+// `deadline_ms` (monotonic). False when the time ran out.
+bool read_reply(int fd, uint64_t deadline_ms, std::string& got) {
+  char buf[4096];
+  while (true) {
+    const uint64_t now = monotonic_ms();
+    if (now >= deadline_ms) return false;
+    pollfd p{fd, POLLIN, 0};
+    const uint64_t wait = deadline_ms - now;
+    int r = ::poll(&p, 1, static_cast<int>(std::min<uint64_t>(wait, 60000)));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return true;  // nothing more to read; the caller reports what it has
+    if (r == 0) continue;
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return true;
+    got.append(buf, static_cast<size_t>(n));
+    if (got.size() > kMaxHelperPacket) return true;
+  }
+}
+
 // One request, in a child that becomes the user.
-Outcome serve(const common::Config& cfg, const Settings& settings, const Groups& groups, const Fields& f,
-              common::UniqueFd msg_fd) {
+Outcome serve(const common::Config& cfg, const Settings& settings, const Groups& groups, uint64_t time_limit_s,
+              const Fields& f, common::UniqueFd msg_fd) {
   auto get = [&](const char* k) {
     auto it = f.find(k);
     return it == f.end() ? std::string() : it->second;
@@ -192,10 +254,20 @@ Outcome serve(const common::Config& cfg, const Settings& settings, const Groups&
   int pfd[2];
   if (::pipe2(pfd, O_CLOEXEC) < 0) return temp(std::string("delivery helper: pipe: ") + std::strerror(errno));
   common::UniqueFd rd(pfd[0]), wr(pfd[1]);
+  // The privileged group only for a location that writes outside the user's home
+  // (the spool); for everything else the child never holds it, not even as saved gid.
+  Groups child_groups = groups;
+  Result<Location> loc = parse_location(mu.mail.empty() ? settings.mail_location : mu.mail, mu);
+  if (!loc || !writes_outside_home(*loc, mu)) child_groups.privileged = kNoGid;
+  const pid_t helper = ::getpid();
   pid_t pid = ::fork();
   if (pid < 0) return temp(std::string("delivery helper: fork: ") + std::strerror(errno));
   if (pid == 0) {
     rd.reset();
+    std::vector<int> keep = common::log::fds();
+    keep.push_back(wr.get());
+    keep.push_back(msg_fd.get());
+    close_fds_except(std::move(keep));
     common::UserIds target;
     target.name = mu.name;
     target.uid = mu.uid;
@@ -203,11 +275,15 @@ Outcome serve(const common::Config& cfg, const Settings& settings, const Groups&
     Outcome o;
     if (!groups.error.empty()) {
       o = temp("delivery helper: " + groups.error);
-    } else if (common::Status s = become_user(target, gid, groups); !s) {
+    } else if (common::Status s = become_user(target, gid, child_groups); !s) {
       o = temp("delivery helper: " + s.error().message);
     } else {
+      // Set after the uid change, which clears it; a helper gone meanwhile is seen
+      // by the parent check.
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != helper) ::_exit(1);
       Settings as_user = settings;
-      as_user.locks.privileged_gid = groups.privileged;
+      as_user.locks.privileged_gid = child_groups.privileged;
       MessageSpool body = MessageSpool::from_fd(std::move(msg_fd), *size);
       Envelope env;
       env.sender = get("sender");
@@ -224,16 +300,17 @@ Outcome serve(const common::Config& cfg, const Settings& settings, const Groups&
   }
   wr.reset();
   std::string got;
-  char buf[4096];
-  while (true) {
-    ssize_t n = ::read(rd.get(), buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    got.append(buf, static_cast<size_t>(n));
-    if (got.size() > kMaxHelperPacket) break;
-  }
+  const bool in_time = read_reply(rd.get(), monotonic_ms() + time_limit_s * 1000, got);
+  if (!in_time) ::kill(pid, SIGKILL);
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!in_time) {
+    // Killed as Postfix's local(8) is after its time limit: an mbox append cut off
+    // here is not truncated back (mbox.cc does that only when it lives to), and
+    // its dotlock stays until mbox_dotlock_change_timeout makes it stale.
+    return temp("delivery helper: delivery for " + mu.name + " took longer than local_time_limit (" +
+                std::to_string(time_limit_s) + "s); killed process " + std::to_string(pid));
   }
   if (got.empty()) return temp("delivery helper: the delivery process for " + mu.name + " died (status " + std::to_string(status) + ")");
   return decode_outcome(got);
@@ -245,6 +322,7 @@ Outcome serve(const common::Config& cfg, const Settings& settings, const Groups&
   common::log::Channel log("lmtp");
   const Settings settings = Settings::from_config(cfg);
   const Groups groups = resolve_groups(cfg);
+  const uint64_t time_limit_s = static_cast<uint64_t>(cfg.seconds("local_time_limit"));
   if (!groups.error.empty()) log.error("delivery helper: %s", groups.error.c_str());
   while (true) {
     Result<std::pair<std::string, common::UniqueFd>> req = common::net::recv_fd(sock.get(), kMaxHelperPacket);
@@ -254,7 +332,7 @@ Outcome serve(const common::Config& cfg, const Settings& settings, const Groups&
       log.error("delivery helper: malformed request from tern-mda; exiting");
       ::_exit(1);
     }
-    Outcome o = serve(cfg, settings, groups, *f, std::move(req->second));
+    Outcome o = serve(cfg, settings, groups, time_limit_s, *f, std::move(req->second));
     std::string packet = encode_outcome(o);
     if (packet.size() > kMaxHelperPacket) packet = encode_outcome(temp("delivery helper: reply too long"));
     if (!common::net::send_fd(sock.get(), -1, packet)) ::_exit(0);

@@ -11,14 +11,20 @@
 //     uid, home or mail location from tern-mda, so a compromised tern-mda can only
 //     deliver a message to a user's real mailbox, which LMTP lets anyone do);
 //   - refuses uid 0 and uids outside first_valid_uid..last_valid_uid;
-//   - forks a child that drops to the user's uid and gid for good (setgroups,
-//     setresgid, setresuid, verified) and runs the ordinary delivery code as the
-//     user, returning the outcome through a pipe. With mail_privileged_group set
-//     (Debian: mail, for mbox:~/mail:INBOX=/var/mail/%u), that group is kept only
-//     as the child's saved set-group-ID and made effective only to create the
-//     user's spool file and its dotlock (common/mbox.h); mail_access_groups are
-//     kept as supplementary groups.
-// Requests are handled one at a time. The helper exits when tern-mda goes away.
+//   - forks a child that closes every fd but the message, its reply pipe and the
+//     log (never the socket to tern-mda: the child runs as a user), drops to the
+//     user's uid and gid for good (setgroups, setresgid, setresuid, verified) and
+//     runs the ordinary delivery code as the user, returning the outcome through a
+//     pipe. With mail_privileged_group set (Debian: mail, for
+//     mbox:~/mail:INBOX=/var/mail/%u), that group is kept only as the child's saved
+//     set-group-ID, only when the location writes outside the user's home, and
+//     made effective only to create the user's spool file and its dotlock
+//     (common/mbox.h); mail_access_groups are kept as supplementary groups.
+//   - kills the child after local_time_limit (a lock never released, a home on a
+//     hung NFS server) and answers 451 4.3.0 for that recipient.
+// Requests are handled one at a time, so the time limit is what keeps one stuck
+// delivery from holding up every other system user's. The helper exits when
+// tern-mda goes away.
 //
 // The wire format is defined here, once, for both sides:
 //   request  "DELIVER" TAB key=value ... (user sender return_path recipient folder

@@ -109,6 +109,35 @@ TEST_CASE("mail locations and variables", "[delivery]") {
   CHECK(!parse_location("maildir:~/Maildir", nohome).ok());
 }
 
+TEST_CASE("only a location outside the home needs mail_privileged_group", "[delivery]") {
+  MailUser u;
+  u.name = "ann";
+  u.home = "/home/ann";
+  struct Case {
+    const char* location;
+    bool outside;
+  } cases[] = {
+      {"maildir:~/Maildir", false},
+      {"maildir:/var/vmail/%n", false},               // Maildir never creates in a spool
+      {"mbox:~/mail:INBOX=/var/mail/%n", true},       // Debian's classic setup
+      {"mbox:~/mail:INBOX=~/mbox", false},            // all the user's own
+      {"mbox:~/mail", false},                         // INBOX is ~/mail/inbox
+      {"mbox:/var/mail/folders/%n:INBOX=~/mbox", true},
+      {"mbox:/home/annex/mail:INBOX=/home/annex/in", true},  // a prefix is not a parent
+  };
+  for (const Case& c : cases) {
+    INFO(c.location);
+    auto loc = parse_location(c.location, u);
+    REQUIRE(loc.ok());
+    CHECK(writes_outside_home(*loc, u) == c.outside);
+  }
+  MailUser nohome;
+  nohome.name = "x";
+  auto spool = parse_location("mbox:/var/mail/folders/%n:INBOX=/var/mail/%n", nohome);
+  REQUIRE(spool.ok());
+  CHECK(writes_outside_home(*spool, nohome));
+}
+
 TEST_CASE("quota rules", "[delivery]") {
   CHECK(parse_quota_rule("")->bytes == 0);
   CHECK(parse_quota_rule("*:storage=1G")->bytes == 1ull << 30);
