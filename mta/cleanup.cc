@@ -133,7 +133,11 @@ void HeaderFilter::feed(std::string_view in, std::string& out) {
     return;
   }
   partial_.erase(0, pos);
-  if (hdr_.size() + partial_.size() > opt_.header_size_limit) {
+  // The same test as above on the incomplete line, so that a line over the limit
+  // is not held whole. A lone CR may still become the blank line that ends the
+  // headers, which the loop takes before the limit: wait for the byte after it,
+  // or the outcome (one blank line added or not) would depend on the split.
+  if (hdr_.size() + partial_.size() > opt_.header_size_limit && partial_ != "\r") {
     end_headers_before_body(out);
     out += partial_;
     partial_.clear();

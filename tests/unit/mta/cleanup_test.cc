@@ -90,6 +90,44 @@ TEST_CASE("the same output for any split of the input") {
   }
 }
 
+TEST_CASE("a header section exactly header_size_limit long, then the blank line, split anywhere") {
+  // The blank line that ends the headers is not header bytes: a lone CR (the
+  // first half of it) must not count against the limit, or a client sending one
+  // byte per segment got an extra blank line stored that a client sending the
+  // message whole did not (found by the smtpd_cleanup fuzz target).
+  HeaderFilter::Options o = opts(false);
+  o.header_size_limit = 64;
+  std::string line = "X-Pad: " + std::string(64 - 9, 'p') + "\r\n";
+  REQUIRE(line.size() == 64);
+  const std::string in = line + "\r\nbody\r\n";
+  auto feed = [&](size_t piece) {
+    HeaderFilter f(o);
+    std::string out;
+    for (size_t i = 0; i < in.size(); i += piece) f.feed(std::string_view(in).substr(i, piece), out);
+    f.finish(out);
+    CHECK(out.size() == in.size() + f.added_bytes());
+    return out;
+  };
+  const std::string whole = feed(in.size());
+  CHECK(whole == "Received: by test\r\n" + in);
+  for (size_t piece : {1, 2, 3, 64, 65}) {
+    INFO(piece);
+    CHECK(feed(piece) == whole);
+  }
+  // A header section ending in a lone CR at the limit is still cut the same way.
+  for (const std::string& tail : {std::string("\r"), std::string("\rX\r\n")}) {
+    const std::string msg = line + tail;
+    HeaderFilter a(o), b(o);
+    std::string wa, wb;
+    a.feed(msg, wa);
+    a.finish(wa);
+    for (char c : msg) b.feed(std::string_view(&c, 1), wb);
+    b.finish(wb);
+    CHECK(wa == wb);
+    CHECK(wa == "Received: by test\r\n" + line + "\r\n" + tail);
+  }
+}
+
 TEST_CASE("rfc5322_date") {
   std::string d = mta::rfc5322_date(86400 * 365);
   // "Fri, 1 Jan 1971 00:00:00 +0000" in UTC; the zone depends on TZ.
