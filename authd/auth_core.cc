@@ -46,9 +46,9 @@ common::Result<AuthSettings> AuthSettings::from_config(const common::Config& cfg
     else return make_error(ErrorKind::kConfig, cfg.origin("auth_userdb") + ": parameter 'auth_userdb': unknown database '" +
                                                    common::log_escape(p, 32) + "' (known: lmdb, passwd)");
   }
-  s.first_valid_uid = static_cast<uint64_t>(cfg.integer("first_valid_uid"));
-  s.last_valid_uid = static_cast<uint64_t>(cfg.integer("last_valid_uid"));
+  s.ids = common::ValidIds::from_config(cfg);
   s.plaintext_equivalent = cfg.boolean("auth_plaintext_equivalent");
+  s.scram_secrets = cfg.boolean("auth_scram_secrets");
   s.pam_service = cfg.str("auth_pam_service");
   s.db_path = UserDb::path_for(cfg);
 
@@ -100,10 +100,6 @@ common::Result<std::string> AuthCore::canonical(const std::string& name) const {
   return canonical_user(name, settings_.default_realm);
 }
 
-bool AuthCore::uid_allowed(uint64_t uid) const {
-  return uid >= settings_.first_valid_uid && (settings_.last_valid_uid == 0 || uid <= settings_.last_valid_uid);
-}
-
 void AuthCore::userdb_lookup(const std::string& name, std::function<void(common::Result<UserdbResult>)> cb) {
   common::Result<std::string> user = canonical(name);
   if (!user) {
@@ -141,8 +137,8 @@ void AuthCore::userdb_lookup(const std::string& name, std::function<void(common:
     queue_work([w, n, reply] { *reply = w->passwd(n); },
                      [this, reply, cb = std::move(cb)] {
                        if (reply->status == WorkerReply::Status::kOk) {
-                         if (!uid_allowed(reply->uid)) {
-                           cb(make_error(ErrorKind::kNotFound, "uid below first_valid_uid"));
+                         if (std::string why = settings_.ids.refuse(reply->uid, reply->gid); !why.empty()) {
+                           cb(make_error(ErrorKind::kNotFound, why));
                            return;
                          }
                          UserdbResult r;
@@ -271,6 +267,16 @@ std::optional<AuthCore::Secrets> AuthCore::secrets(const std::string& name) {
   s.scram = u->scram;
   if (settings_.plaintext_equivalent) s.cram = u->cram;
   return s;
+}
+
+bool AuthCore::any_scram_secrets() {
+  if (!settings_.passdb_lmdb || !db_) return false;
+  common::Result<bool> r = db_->any_scram();
+  if (!r) {
+    common::log::warning("user database: %s", r.error().message.c_str());
+    return false;
+  }
+  return *r;
 }
 
 void AuthCore::remember_success(const std::string& cookie, uint32_t cpid, common::auth_protocol::RequestId id,

@@ -26,6 +26,7 @@
 #include "common/auth_protocol.h"
 #include "common/config.h"
 #include "common/loop.h"
+#include "common/privilege.h"
 #include "common/result.h"
 
 namespace tern::authd {
@@ -41,8 +42,9 @@ struct AuthSettings {
   bool passdb_lmdb = true, passdb_pam = false;
   bool userdb_lmdb = true, userdb_passwd = false;
   UserdbDefaults defaults;
-  uint64_t first_valid_uid = 500, last_valid_uid = 0;
+  common::ValidIds ids;  // first/last_valid_uid, first/last_valid_gid
   bool plaintext_equivalent = false;
+  bool scram_secrets = false;  // auth_scram_secrets: new passwords get SCRAM secrets
   std::vector<uid_t> userdb_allowed_uids;  // may use auth-userdb (plus root)
   // May vouch for their clients on auth-client (plus root): client_trust.h.
   std::vector<uid_t> client_trusted_uids;
@@ -103,6 +105,8 @@ class AuthCore {
     std::string cram;
   };
   std::optional<Secrets> secrets(const std::string& user);
+  // Whether any virtual user has a SCRAM secret (a scan that stops at the first).
+  bool any_scram_secrets();
   // The canonical form of a name typed by a client.
   common::Result<std::string> canonical(const std::string& name) const;
 
@@ -132,7 +136,6 @@ class AuthCore {
     }
   };
   void expire_remembered();
-  bool uid_allowed(uint64_t uid) const;
 
   common::ev::Loop& loop_;
   AuthSettings settings_;

@@ -406,7 +406,26 @@ class AuthServer::Conn : public std::enable_shared_from_this<Conn> {
   std::vector<std::shared_ptr<common::ev::Timer>> timers_;
 };
 
-AuthServer::AuthServer(AuthCore& core) : core_(core), mechs_(Sasl::available(core)) {}
+AuthServer::AuthServer(AuthCore& core) : core_(core), mechs_(Sasl::available(core)) {
+  // SCRAM needs a stored secret per user. With auth_scram_secrets = no new passwords
+  // get none, so unless some user still has one (a database from before, or from
+  // when it was on), offering SCRAM would only make clients that prefer it (mutt,
+  // anything on Cyrus or GNU SASL) fail where PLAIN over TLS works.
+  if (!core_.settings().scram_secrets && !core_.any_scram_secrets()) {
+    std::vector<std::string> dropped;
+    for (auto it = mechs_.begin(); it != mechs_.end();) {
+      if (it->rfind("SCRAM-", 0) == 0) {
+        dropped.push_back(*it);
+        it = mechs_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (!dropped.empty()) {
+      kLog.info("%s not offered: auth_scram_secrets = no and no user has SCRAM secrets", common::join(dropped, ", ").c_str());
+    }
+  }
+}
 
 AuthServer::~AuthServer() { stop(); }
 

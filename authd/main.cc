@@ -17,7 +17,10 @@
 //           system-user path (PAM, passwd) runs in the auth worker, forked before
 //           the privilege drop and kept as auth_worker_user (root by default, as
 //           Dovecot's auth-worker) because pam_unix reads /etc/shadow; it never
-//           sees network bytes. Does not link BoringSSL (Cyrus SASL links OpenSSL).
+//           sees network bytes, and closes tern-authd's listening sockets. Neither
+//           dumps core nor can be ptraced (PR_SET_DUMPABLE 0, RLIMIT_CORE 0) unless
+//           process_core_dumps = yes. Does not link BoringSSL (Cyrus SASL links
+//           OpenSSL).
 // STANDARDS Dovecot auth protocol 1.2 and auth-master 1.0, RFC 4422 (SASL), RFC 4616
 //           (PLAIN), RFC 5802 and 7677 (SCRAM), RFC 2195 (CRAM-MD5).
 #include <memory>
@@ -51,10 +54,11 @@ int main(int argc, char** argv) {
     if (settings->passdb_pam || settings->userdb_passwd) {
       authd::WorkerSettings ws;
       ws.pam_service = settings->pam_service;
-      ws.first_valid_uid = settings->first_valid_uid;
-      ws.last_valid_uid = settings->last_valid_uid;
+      ws.ids = settings->ids;
       ws.max_children = static_cast<unsigned>(ctx.config.integer("auth_worker_max_count"));
       ws.run_as = ctx.config.str("auth_worker_user");
+      for (const common::net::InheritedFd& l : ctx.listen_fds) ws.close_fds.push_back(l.fd);
+      ws.core_dumps = ctx.config.boolean("process_core_dumps");
       common::Result<std::unique_ptr<authd::WorkerClient>> w = authd::WorkerClient::start(ws);
       if (!w) return w.take_error();
       worker = std::move(w).value();
@@ -62,6 +66,9 @@ int main(int argc, char** argv) {
     return {};
   };
   spec.post_jail = [&](common::DaemonContext& ctx) -> common::Status {
+    // The uid change cleared the dumpable flag only when we started as root; the core
+    // limit is ours to set either way.
+    if (common::Status s = common::restrict_core_dumps(ctx.config.boolean("process_core_dumps")); !s) return s;
     // As authd_user: the database and its lock file belong to us, not to root.
     common::Result<std::unique_ptr<authd::UserDb>> db = authd::UserDb::open(settings->db_path, true);
     if (!db) {

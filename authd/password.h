@@ -9,7 +9,8 @@
 // ternctl must not link, since it links BoringSSL) using Nettle's PBKDF2 and HMAC,
 // in the text form Cyrus' SCRAM plugin reads from the authPassword property:
 //   SCRAM-SHA-256$<iterations>:<base64 salt>$<base64 StoredKey>:<base64 ServerKey>
-// The password is used as given (no SASLprep), as Cyrus SASL does.
+// The password is used as given (no SASLprep), as Cyrus SASL does. They are stored only
+// with auth_scram_secrets = yes: PBKDF2 is far cheaper to guess at than yescrypt.
 //
 // Not here: who a user is (userdb.h), or any protocol.
 #pragma once
@@ -57,8 +58,6 @@ enum class ScramHash { kSha1, kSha256 };
 // The authPassword value for SCRAM-SHA-1 / SCRAM-SHA-256; `salt` random when empty.
 common::Result<std::string> scram_secret(std::string_view password, ScramHash hash, unsigned iterations,
                                          std::string salt = "");
-// Default PBKDF2 iteration count (RFC 7677 asks for at least 4096).
-inline constexpr unsigned kScramIterations = 4096;
 
 // n random bytes from getrandom(2).
 common::Result<std::string> random_bytes(size_t n);

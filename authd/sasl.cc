@@ -245,6 +245,16 @@ SaslRequest::Step SaslRequest::outcome(int rc, const char* out, unsigned outlen)
     s.outcome = check_.status == PassCheck::Status::kTemp ? Outcome::kTemp : Outcome::kFail;
     return s;
   }
+  if (mech_.rfind("SCRAM-", 0) == 0 && !last_user_.empty()) {
+    // A user whose password was set with auth_scram_secrets = no has no secret for
+    // SCRAM to check against; say so rather than "unknown user".
+    std::optional<AuthCore::Secrets> have = core_.secrets(last_user_);
+    if (have && have->scram.empty()) {
+      s.reason = "no SCRAM secret stored for this user (its password was set with auth_scram_secrets = no)";
+      s.outcome = Outcome::kFail;
+      return s;
+    }
+  }
   if (rc == SASL_NOUSER) s.reason = "unknown user";
   else if (rc == SASL_BADPROT) s.reason = "invalid credentials";  // SCRAM's proof mismatch is reported so
   else if (rc == SASL_BADAUTH) s.reason = "Password mismatch";
@@ -257,6 +267,7 @@ SaslRequest::Step SaslRequest::outcome(int rc, const char* out, unsigned outlen)
 }
 
 SaslRequest::Step SaslRequest::start(const std::string& mech, const std::string* initial) {
+  mech_ = mech;
   const char* out = nullptr;
   unsigned outlen = 0;
   int rc = sasl_server_start(conn_, mech.c_str(), initial ? initial->data() : nullptr,

@@ -78,6 +78,7 @@ class SaslRequest {
   bool checked_ = false;     // our checkpass ran
   PassCheck check_;
   std::string last_user_;    // the canonical name Cyrus asked about
+  std::string mech_;         // the mechanism started
 };
 
 }  // namespace tern::authd

@@ -301,6 +301,24 @@ common::Result<std::vector<std::string>> UserDb::list_users(std::string_view mas
   return out;
 }
 
+common::Result<bool> UserDb::any_scram() {
+  bool found = false;
+  common::Status st = common::lmdb::read(*env_, [&](common::lmdb::Txn& t) -> common::Status {
+    common::Result<common::lmdb::Cursor> c = common::lmdb::Cursor::open(t, users_);
+    if (!c) return c.take_error();
+    for (auto e = c->first(); e && !found; e = c->next()) {
+      // Only records that mention the field are decoded: a database without secrets
+      // (the default) is a plain scan.
+      if (e->second.find("scram=") == std::string_view::npos) continue;
+      common::Result<UserRecord> u = decode_user(e->first, e->second);
+      found = u && !u->scram.empty();
+    }
+    return {};
+  });
+  if (!st) return st.take_error();
+  return found;
+}
+
 common::Result<std::vector<DomainRecord>> UserDb::list_domains() {
   std::vector<DomainRecord> out;
   common::Status st = common::lmdb::read(*env_, [&](common::lmdb::Txn& t) -> common::Status {

@@ -90,6 +90,8 @@ class UserDb {
   // Users matching a glob mask, sorted, at most `limit`.
   common::Result<std::vector<std::string>> list_users(std::string_view mask, size_t limit);
   common::Result<std::vector<DomainRecord>> list_domains();
+  // Whether any user record holds a SCRAM secret; stops at the first one.
+  common::Result<bool> any_scram();
 
   common::lmdb::Env& env() { return *env_; }
 

@@ -123,9 +123,7 @@ int conversation(int n, const pam_message** msg, pam_response** resp, void* appd
 }
 
 std::string user_reply(const common::UserIds& u, const WorkerSettings& s) {
-  if (u.uid < s.first_valid_uid || (s.last_valid_uid && u.uid > s.last_valid_uid)) {
-    return ap::make_line({"NOTFOUND", "uid " + std::to_string(u.uid) + " is outside first_valid_uid..last_valid_uid"});
-  }
+  if (std::string why = s.ids.refuse(u.uid, u.gid); !why.empty()) return ap::make_line({"NOTFOUND", why});
   return ap::make_line({"OK", u.name, std::to_string(u.uid), std::to_string(u.gid), u.home});
 }
 
@@ -146,7 +144,7 @@ std::string handle(const std::string& line, const WorkerSettings& s) {
     if (common::parse_u64(user)) return ap::make_line({"NOTFOUND"});
     common::Result<common::UserIds> u = common::lookup_user(user);
     if (!u) return u.error().kind == ErrorKind::kNotFound ? ap::make_line({"NOTFOUND"}) : ap::make_line({"TEMP", u.error().message});
-    if (u->uid < s.first_valid_uid || (s.last_valid_uid && u->uid > s.last_valid_uid)) return user_reply(*u, s);
+    if (!s.ids.refuse(u->uid, u->gid).empty()) return user_reply(*u, s);
     PamData d{&user, &a[1]};
     pam_conv conv{conversation, &d};
     pam_handle_t* h = nullptr;
@@ -177,6 +175,9 @@ std::string handle(const std::string& line, const WorkerSettings& s) {
   o.service = "auth-worker";
   common::log::init(o);
   ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+  // It never accepts a client: a compromised PAM module or NSS plugin (running as
+  // root here) must not be able to take connections from tern-authd's sockets.
+  for (int fd : s.close_fds) ::close(fd);
   ::signal(SIGCHLD, SIG_DFL);
   ::signal(SIGPIPE, SIG_IGN);
   if (!s.run_as.empty() && s.run_as != "root" && ::geteuid() == 0) {
@@ -184,6 +185,8 @@ std::string handle(const std::string& line, const WorkerSettings& s) {
     if (!u) common::log::fatal("auth_worker_user = %s: %s", s.run_as.c_str(), u.error().message.c_str());
     if (common::Status st = common::drop_privileges(*u, u->gid); !st) common::log::fatal("%s", st.error().message.c_str());
   }
+  // Its memory holds the passwords it checks (and what PAM read from /etc/shadow).
+  if (common::Status st = common::restrict_core_dumps(s.core_dumps); !st) common::log::fatal("%s", st.error().message.c_str());
   unsigned children = 0;
   for (;;) {
     // Reap finished children without blocking.

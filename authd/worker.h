@@ -22,7 +22,9 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
+#include "common/privilege.h"
 #include "common/result.h"
 #include "common/unique_fd.h"
 
@@ -30,17 +32,18 @@ namespace tern::authd {
 
 struct WorkerSettings {
   std::string pam_service = "tern";
-  uint64_t first_valid_uid = 500;
-  uint64_t last_valid_uid = 0;
+  common::ValidIds ids;  // first/last_valid_uid, first/last_valid_gid
   unsigned max_children = 30;
   std::string run_as;  // user to become; "" or "root" keeps root
+  std::vector<int> close_fds;  // tern-authd's listening sockets: closed in the worker
+  bool core_dumps = false;     // process_core_dumps
 };
 
 struct WorkerReply {
   enum class Status {
     kOk,        // authenticated (PAM) or found (PASSWD)
     kFail,      // wrong password, or refused by PAM account management
-    kNotFound,  // no such system user, or uid outside first/last_valid_uid
+    kNotFound,  // no such system user, or uid/gid outside first/last_valid_uid/gid
     kTemp,      // the worker is unavailable or overloaded
   } status = Status::kTemp;
   std::string user;

@@ -2,11 +2,14 @@
 
 #include <grp.h>
 #include <pwd.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <vector>
 
+#include "common/config.h"
 #include "common/text.h"
 
 namespace tern::common {
@@ -90,6 +93,41 @@ Status drop_privileges(const UserIds& user, gid_t gid) {
   if (::setuid(0) == 0 || ::seteuid(0) == 0) {
     return make_error(ErrorKind::kDenied, "privilege drop failed: root can be regained");
   }
+  return {};
+}
+
+ValidIds ValidIds::from_config(const Config& cfg) {
+  ValidIds v;
+  v.first_uid = static_cast<uint64_t>(cfg.integer("first_valid_uid"));
+  v.last_uid = static_cast<uint64_t>(cfg.integer("last_valid_uid"));
+  v.first_gid = static_cast<uint64_t>(cfg.integer("first_valid_gid"));
+  v.last_gid = static_cast<uint64_t>(cfg.integer("last_valid_gid"));
+  return v;
+}
+
+std::string ValidIds::refuse(uint64_t uid, uint64_t gid) const {
+  auto range = [](uint64_t first, uint64_t last) {
+    return "(" + std::to_string(first) + ".." + (last ? std::to_string(last) : std::string()) + ")";
+  };
+  if (uid == 0) return "uid 0 is root";
+  if (uid < first_uid || (last_uid && uid > last_uid)) {
+    return "uid " + std::to_string(uid) + " is outside first_valid_uid..last_valid_uid " + range(first_uid, last_uid);
+  }
+  if (gid == 0) return "gid 0 is root's group";
+  if (gid < first_gid || (last_gid && gid > last_gid)) {
+    return "gid " + std::to_string(gid) + " is outside first_valid_gid..last_valid_gid " + range(first_gid, last_gid);
+  }
+  return "";
+}
+
+Status restrict_core_dumps(bool allow) {
+  if (allow) {
+    if (::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) < 0) return errno_error("prctl(PR_SET_DUMPABLE, 1)", errno);
+    return {};
+  }
+  const struct rlimit none{0, 0};
+  if (::setrlimit(RLIMIT_CORE, &none) < 0) return errno_error("setrlimit(RLIMIT_CORE, 0)", errno);
+  if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) return errno_error("prctl(PR_SET_DUMPABLE, 0)", errno);
   return {};
 }
 

@@ -32,4 +32,29 @@ UserIds current_user();
 // Becomes `user` (and `gid`, normally user.gid) for good, then verifies.
 Status drop_privileges(const UserIds& user, gid_t gid);
 
+class Config;
+
+// For a process that holds credentials or many users' mail (tern-authd, its auth
+// worker, tern-mra's session workers): PR_SET_DUMPABLE 0 (no core, no ptrace or
+// /proc/PID/mem by a process of the same uid, such as a compromised sibling worker)
+// and RLIMIT_CORE 0, soft and hard, as Dovecot does unless started with -D. With
+// `allow` only PR_SET_DUMPABLE 1 is set, for debugging a crash (the
+// core then holds passwords or mail). Call after the last uid change and after exec:
+// both reset the flag. `allow` is process_core_dumps.
+Status restrict_core_dumps(bool allow);
+
+// The ids a process may switch to for a mail user: first_valid_uid..last_valid_uid
+// and first_valid_gid..last_valid_gid (Dovecot's names and meaning; a last of 0 is no
+// limit). uid 0 and gid 0 are refused whatever the ranges say: a userdb answer
+// (a typo in ternctl user --gid, a passwd entry in group root) must never give a mail
+// process root's files.
+struct ValidIds {
+  uint64_t first_uid = 500, last_uid = 0;
+  uint64_t first_gid = 1, last_gid = 0;
+  static ValidIds from_config(const Config& cfg);
+  // "" when both are allowed, else why not ("gid 0 is root's group", "uid 10 is
+  // outside first_valid_uid..last_valid_uid (500..)"), for a log line.
+  std::string refuse(uint64_t uid, uint64_t gid) const;
+};
+
 }  // namespace tern::common

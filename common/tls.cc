@@ -165,9 +165,10 @@ class Filter : public net::StreamFilter {
 }  // namespace
 
 Result<std::shared_ptr<Context>> Context::server(const std::string& cert_file, const std::string& key_file,
-                                                 const std::string& min_protocol) {
+                                                 const std::string& min_protocol, const std::string& cipher_list) {
   std::shared_ptr<Context> c(new Context);
   c->server_ = true;
+  c->cipher_list_ = cipher_list;
   c->cert_file_ = cert_file;
   c->key_file_ = key_file.empty() ? cert_file : key_file;
   c->min_protocol_ = min_protocol;
@@ -191,6 +192,11 @@ Status Context::load() {
   SSL_CTX_set_min_proto_version(ctx.get(), protocol_version(min_protocol_));
   SSL_CTX_set_max_proto_version(ctx.get(), TLS1_3_VERSION);
   if (server_) {
+    // Strict: an unknown name or a list that leaves nothing is an error, where the
+    // lenient SSL_CTX_set_cipher_list would drop the name and go on with what is left.
+    if (!cipher_list_.empty() && SSL_CTX_set_strict_cipher_list(ctx.get(), cipher_list_.c_str()) != 1) {
+      return make_error(ErrorKind::kConfig, "invalid TLS cipher list '" + cipher_list_ + "': " + ssl_error_text());
+    }
     if (SSL_CTX_use_certificate_chain_file(ctx.get(), cert_file_.c_str()) != 1) {
       return make_error(ErrorKind::kConfig, "cannot load TLS certificate " + cert_file_ + ": " + ssl_error_text());
     }

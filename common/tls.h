@@ -22,9 +22,14 @@ namespace tern::common::tls {
 // running keep the context they started with (SSL holds a reference).
 class Context {
  public:
-  // min_protocol: "TLSv1.2" or "TLSv1.3".
+  // min_protocol: "TLSv1.2" or "TLSv1.3". cipher_list: an OpenSSL-style list of the
+  // TLS 1.2 suites offered (tls_high_cipherlist, ssl_cipher_list); empty keeps
+  // BoringSSL's default, which still has 3DES, static-RSA and CBC-SHA suites. TLS 1.3
+  // suites are BoringSSL's fixed AEAD set either way. A list naming an unknown suite is
+  // a kConfig error, not silently shortened.
   static Result<std::shared_ptr<Context>> server(const std::string& cert_file, const std::string& key_file,
-                                                 const std::string& min_protocol = "TLSv1.2");
+                                                 const std::string& min_protocol = "TLSv1.2",
+                                                 const std::string& cipher_list = "");
   // A client context. With verify, the peer's chain is checked against ca_file (or
   // the system store when empty) and the name against the expected host.
   static Result<std::shared_ptr<Context>> client(bool verify, const std::string& ca_file = "");
@@ -41,7 +46,7 @@ class Context {
   bssl::UniquePtr<SSL_CTX> ctx_;
   bool server_ = false;
   bool verify_ = false;
-  std::string cert_file_, key_file_, ca_file_, min_protocol_;
+  std::string cert_file_, key_file_, ca_file_, min_protocol_, cipher_list_;
 };
 
 // A server-side filter for one connection.

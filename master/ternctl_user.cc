@@ -135,8 +135,11 @@ Opts parse_opts(const std::vector<std::string>& args, size_t from) {
 
 bool valid_number(const std::string& s) { return s.empty() || common::parse_u64(s).has_value(); }
 
-// The secrets stored for a new password: the crypt hash, SCRAM secrets, and the
-// plaintext-equivalent value only when the admin switched it on.
+// The secrets stored for a new password: the crypt hash, and SCRAM secrets and the
+// plaintext-equivalent value only when the admin switched them on. A SCRAM secret is
+// PBKDF2 at auth_scram_iterations, so it would let a stolen database be guessed at
+// PBKDF2's speed rather than the crypt hash's (yescrypt): off by default. Changing a
+// password with auth_scram_secrets = no drops the user's old secrets.
 common::Status set_password(const common::Config& cfg, UserRecord& u, const std::string& password, const std::string& scheme_name) {
   std::string sn = scheme_name.empty() ? cfg.str("auth_password_scheme") : scheme_name;
   std::optional<authd::Scheme> scheme = authd::parse_scheme(sn);
@@ -146,8 +149,9 @@ common::Status set_password(const common::Config& cfg, UserRecord& u, const std:
   if (!h) return h.take_error();
   u.password = *h;
   u.scram.clear();
-  unsigned iter = static_cast<unsigned>(cfg.integer("auth_scram_iterations"));
+  const unsigned iter = static_cast<unsigned>(cfg.integer("auth_scram_iterations"));
   for (authd::ScramHash sh : {authd::ScramHash::kSha256, authd::ScramHash::kSha1}) {
+    if (!cfg.boolean("auth_scram_secrets")) break;
     common::Result<std::string> s = authd::scram_secret(password, sh, iter);
     if (!s) return s.take_error();
     u.scram.push_back(*s);

@@ -23,7 +23,7 @@
 // PRIVILEGE Runs as the invoking user and writes only as that user. Run as root (as
 //           Postfix runs mailbox_command for root's mail, or a local admin), it
 //           switches to the recipient's uid/gid before touching any file, and
-//           refuses uid 0 and uids outside first_valid_uid..last_valid_uid.
+//           refuses uid 0, gid 0, and ids outside first/last_valid_uid and _gid.
 #include <sysexits.h>
 #include <unistd.h>
 
@@ -141,6 +141,7 @@ int main(int argc, char** argv) {
     mu.name = me.name;
     mu.has_uid = true;
     mu.uid = me.uid;
+    mu.has_gid = true;
     mu.gid = me.gid;
     mu.home = me.home;
   }
@@ -151,15 +152,15 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "tern-deliver: the userdb entry of %s has no uid; refusing to deliver as root\n", mu.name.c_str());
       return EX_TEMPFAIL;
     }
-    if (mu.uid == 0 || mu.uid < settings.first_valid_uid || (settings.last_valid_uid && mu.uid > settings.last_valid_uid)) {
-      std::fprintf(stderr, "tern-deliver: uid %u of %s is not allowed (first_valid_uid = %llu)\n",
-                   static_cast<unsigned>(mu.uid), mu.name.c_str(), static_cast<unsigned long long>(settings.first_valid_uid));
+    const gid_t gid = mu.has_gid ? mu.gid : static_cast<gid_t>(mu.uid);
+    if (std::string why = settings.ids.refuse(mu.uid, gid); !why.empty()) {
+      std::fprintf(stderr, "tern-deliver: user %s: %s; not delivering\n", mu.name.c_str(), why.c_str());
       return EX_TEMPFAIL;
     }
     UserIds target;
     target.name = mu.name;
     target.uid = mu.uid;
-    target.gid = mu.has_uid && mu.gid ? mu.gid : mu.uid;
+    target.gid = gid;
     if (Status s = drop_privileges(target, target.gid); !s) {
       std::fprintf(stderr, "tern-deliver: %s\n", s.error().message.c_str());
       return EX_TEMPFAIL;

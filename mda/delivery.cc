@@ -259,8 +259,7 @@ Settings Settings::from_config(const common::Config& cfg) {
   }
   s.locks.timeout_seconds = static_cast<int>(cfg.seconds("mbox_lock_timeout"));
   s.locks.stale_seconds = static_cast<int>(cfg.seconds("mbox_dotlock_change_timeout"));
-  s.first_valid_uid = static_cast<uint64_t>(cfg.integer("first_valid_uid"));
-  s.last_valid_uid = static_cast<uint64_t>(cfg.integer("last_valid_uid"));
+  s.ids = common::ValidIds::from_config(cfg);
   return s;
 }
 

@@ -23,6 +23,7 @@
 #include "common/config.h"
 #include "common/maildir.h"
 #include "common/mbox.h"
+#include "common/privilege.h"
 #include "common/result.h"
 #include "common/smtp_reply.h"
 #include "mda/spool.h"
@@ -38,6 +39,7 @@ struct MailUser {
   std::string name;                 // the userdb's canonical name: "user@domain" or "user"
   bool has_uid = false;
   uid_t uid = 0;
+  bool has_gid = false;             // the userdb gave a gid (else the uid is used, as Dovecot)
   gid_t gid = 0;
   std::string home;
   std::string mail;                 // mail location override; "" for mail_location
@@ -53,8 +55,7 @@ struct Settings {
   std::string quota_rule;
   maildir::Fsync fsync = maildir::Fsync::kYes;
   mbox::LockOptions locks;
-  uint64_t first_valid_uid = 500;
-  uint64_t last_valid_uid = 0;
+  common::ValidIds ids;             // first/last_valid_uid, first/last_valid_gid
   static Settings from_config(const common::Config& cfg);
 };
 

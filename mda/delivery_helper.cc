@@ -245,9 +245,11 @@ Outcome serve(const common::Config& cfg, const Settings& settings, const Groups&
   if (!u) return temp("delivery helper: user lookup for " + common::log_escape(get("user")) + ": " + u.error().message);
   const MailUser& mu = *u;
   if (!mu.has_uid) return temp("delivery helper: the userdb entry of " + mu.name + " has no uid");
-  if (mu.uid == 0 || mu.uid < settings.first_valid_uid || (settings.last_valid_uid && mu.uid > settings.last_valid_uid)) {
-    return temp("delivery helper: uid " + std::to_string(mu.uid) + " of " + mu.name +
-                " is outside first_valid_uid..last_valid_uid (or root)");
+  // A gid of 0 from the userdb is refused, not taken as "none" (root's group would
+  // open whatever group root can read).
+  const gid_t gid = mu.has_gid ? mu.gid : static_cast<gid_t>(mu.uid);
+  if (std::string why = settings.ids.refuse(mu.uid, gid); !why.empty()) {
+    return temp("delivery helper: user " + mu.name + ": " + why + "; not delivering");
   }
   std::optional<uint64_t> size = common::parse_u64(get("size"));
   if (!size) return temp("delivery helper: malformed request");
@@ -271,7 +273,6 @@ Outcome serve(const common::Config& cfg, const Settings& settings, const Groups&
     common::UserIds target;
     target.name = mu.name;
     target.uid = mu.uid;
-    gid_t gid = mu.gid ? mu.gid : mu.uid;
     Outcome o;
     if (!groups.error.empty()) {
       o = temp("delivery helper: " + groups.error);

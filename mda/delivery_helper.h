@@ -10,7 +10,8 @@
 //   - looks the recipient up in tern-authd's userdb itself (it does not take the
 //     uid, home or mail location from tern-mda, so a compromised tern-mda can only
 //     deliver a message to a user's real mailbox, which LMTP lets anyone do);
-//   - refuses uid 0 and uids outside first_valid_uid..last_valid_uid;
+//   - refuses uid 0, gid 0, and ids outside first_valid_uid..last_valid_uid and
+//     first_valid_gid..last_valid_gid (common::ValidIds);
 //   - forks a child that closes every fd but the message, its reply pipe and the
 //     log (never the socket to tern-mda: the child runs as a user), drops to the
 //     user's uid and gid for good (setgroups, setresgid, setresuid, verified) and

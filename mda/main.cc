@@ -19,8 +19,8 @@
 //           mail must be written as the user: when started as root (by tern-master),
 //           the pre_jail hook first forks the delivery helper (delivery_helper.h),
 //           which keeps root but never sees the network or LMTP: for each request it
-//           looks the user up in tern-authd itself, refuses uid 0 and uids outside
-//           first_valid_uid..last_valid_uid, and forks a child that drops to the
+//           looks the user up in tern-authd itself, refuses uid 0, gid 0, and ids outside
+//           first/last_valid_uid and _gid, and forks a child that drops to the
 //           user's uid/gid for good before touching any file. Without root (the
 //           development default) there is no helper, and a recipient whose uid is
 //           not ours gets 451 4.3.0 rather than mail written by the wrong owner.

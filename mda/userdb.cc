@@ -30,7 +30,10 @@ void UserdbLookup::lookup(const std::string& user, LmtpSession::Host::LookupDone
       u.has_uid = true;
       u.uid = static_cast<uid_t>(*r->uid);
     }
-    if (r->gid) u.gid = static_cast<gid_t>(*r->gid);
+    if (r->gid) {
+      u.has_gid = true;
+      u.gid = static_cast<gid_t>(*r->gid);
+    }
     u.home = r->home;
     u.mail = r->mail;
     u.quota_rule = r->quota_rule;

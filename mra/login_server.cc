@@ -143,11 +143,25 @@ Status LoginServer::prepare() {
   const std::string cert = tls_file(cfg_.str("ssl_cert")), key = tls_file(cfg_.str("ssl_key"));
   if (!cert.empty()) {
     Result<std::shared_ptr<common::tls::Context>> t =
-        common::tls::Context::server(cert, key, cfg_.str("ssl_min_protocol"));
-    if (!t) return common::make_error(ErrorKind::kConfig, "ssl_cert/ssl_key: " + t.error().message);
+        common::tls::Context::server(cert, key, cfg_.str("ssl_min_protocol"), cfg_.str("ssl_cipher_list"));
+    if (!t) return common::make_error(ErrorKind::kConfig, "ssl_cert/ssl_key/ssl_cipher_list: " + t.error().message);
     tls_ = std::move(t).value();
   }
   return {};
+}
+
+std::vector<std::string> LoginServer::offered_mechanisms() const {
+  if (!auth_ || !auth_->connected()) return mechanisms_;
+  std::vector<std::string> out;
+  for (const std::string& m : mechanisms_) {
+    for (const common::auth::Mechanism& a : auth_->mechanisms()) {
+      if (a.name == m && !a.private_) {
+        out.push_back(m);
+        break;
+      }
+    }
+  }
+  return out;
 }
 
 Status LoginServer::start() {
@@ -252,7 +266,7 @@ void LoginServer::accept(UniqueFd fd, const std::string& service) {
     sc.tls = implicit_tls;
     sc.starttls = tls_ != nullptr;
     sc.plaintext_auth_without_tls = !cfg_.boolean("disable_plaintext_auth");
-    sc.mechanisms = mechanisms_;
+    sc.mechanisms = offered_mechanisms();
     sc.login_limits.max_line = static_cast<size_t>(cfg_.bytes("imap_login_max_line_length"));
     sc.login_limits.max_literal = sc.login_limits.max_line;
     sc.login_limits.max_command = sc.login_limits.max_line * 2;
@@ -267,7 +281,7 @@ void LoginServer::accept(UniqueFd fd, const std::string& service) {
     sc.tls = implicit_tls;
     sc.starttls = tls_ != nullptr;
     sc.plaintext_auth_without_tls = !cfg_.boolean("disable_plaintext_auth");
-    sc.mechanisms = mechanisms_;
+    sc.mechanisms = offered_mechanisms();
     sc.max_bad_commands = static_cast<int>(cfg_.integer("imap_max_bad_commands"));
     c->proto = std::make_unique<ProtoOf<pop3::Pop3Session>>(std::move(sc));
   }

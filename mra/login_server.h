@@ -61,6 +61,9 @@ class LoginServer {
   void fail_handover(const std::shared_ptr<Client>& c, const std::string& kind, const std::string& text);
   void closed(const std::shared_ptr<Client>& c);
   void release_ip(Client& c);
+  // auth_mechanisms less those tern-authd does not offer (SCRAM without stored
+  // secrets), once its handshake has said which; before that, all of auth_mechanisms.
+  std::vector<std::string> offered_mechanisms() const;
 
   common::DaemonContext& ctx_;
   const common::Config& cfg_;

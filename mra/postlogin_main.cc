@@ -10,7 +10,8 @@
 //      tern-authd's answer; the login process only passes the request id, so even a
 //      compromised login process cannot open anyone's mail without that user's
 //      password having been checked by tern-authd;
-//   2. refuses uid 0 and uids outside first_valid_uid..last_valid_uid, and enforces
+//   2. refuses uid 0, gid 0, and ids outside first_valid_uid..last_valid_uid and
+//      first_valid_gid..last_valid_gid, and enforces
 //      mail_max_userip_connections and mail_max_user_connections;
 //   3. passes the connection to a session worker running as that uid and gid: the
 //      least busy of that uid's workers with room (mra_worker_client_limit sessions
@@ -282,12 +283,11 @@ class Postlogin {
       uid = vu->uid;
       gid = *vg;
     }
-    const uint64_t first = static_cast<uint64_t>(cfg_.integer("first_valid_uid"));
-    const uint64_t last = static_cast<uint64_t>(cfg_.integer("last_valid_uid"));
-    if (uid == 0 || uid < first || (last && uid > last)) {
-      g_log.error("user %s has uid %u, outside first_valid_uid..last_valid_uid (or root): login refused",
-                  common::log_escape(u.user).c_str(), static_cast<unsigned>(uid));
-      fail(it, "temp", "invalid uid");
+    // gid 0 from the userdb is refused like uid 0: a session worker in root's group
+    // could read whatever that group can.
+    if (std::string why = common::ValidIds::from_config(cfg_).refuse(uid, gid); !why.empty()) {
+      g_log.error("user %s: %s: login refused", common::log_escape(u.user).c_str(), why.c_str());
+      fail(it, "temp", "invalid uid or gid");
       return;
     }
     if (::geteuid() != 0 && uid != ::geteuid()) {

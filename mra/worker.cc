@@ -19,6 +19,7 @@
 #include "common/daemon.h"
 #include "common/log.h"
 #include "common/maildir.h"
+#include "common/privilege.h"
 #include "common/sockets.h"
 #include "common/text.h"
 #include "mda/delivery.h"
@@ -596,6 +597,9 @@ int worker_main(int argc, char** argv) {
   common::Config cfg = common::load_config_or_exit(config_path, overrides);
   common::init_logging(cfg, "imap", debug);
   if (::geteuid() == 0 || ::getuid() == 0) common::log::fatal_exit(EX_NOPERM, "tern-mra --worker refuses to run as root");
+  // exec reset the dumpable flag that the uid change had cleared: set it again before
+  // the first session brings a user's mail in.
+  if (Status s = common::restrict_core_dumps(cfg.boolean("process_core_dumps")); !s) common::log::fatal_exit(EX_OSERR, "%s", s.error().message.c_str());
   const char* fd_env = std::getenv("TERN_MRA_WORKER_FD");
   std::optional<uint64_t> fd = fd_env ? common::parse_u64(fd_env) : std::nullopt;
   if (!fd || *fd < 3 || *fd > 1024) {

@@ -36,7 +36,7 @@
 int main(int argc, char** argv) {
   using namespace tern;
   using common::Status;
-  std::shared_ptr<common::tls::Context> tls;
+  std::shared_ptr<common::tls::Context> tls, mandatory_tls;
   std::unique_ptr<mta::QueueStore> queue;
   std::unique_ptr<mta::RecipientTables> tables;
   std::unique_ptr<common::dns::Resolver> resolver;
@@ -52,9 +52,27 @@ int main(int argc, char** argv) {
     const common::Config& cfg = ctx.config;
     const std::string cert = cfg.str("smtpd_tls_cert_file");
     if (!cert.empty() && common::to_lower(cfg.str("smtpd_tls_security_level")) != "none") {
-      auto c = common::tls::Context::server(cert, cfg.str("smtpd_tls_key_file"), cfg.str("ssl_min_protocol"));
-      if (!c) return common::make_error(common::ErrorKind::kConfig, "smtpd_tls_cert_file: " + c.error().message);
-      tls = std::move(c).value();
+      // Two contexts, as Postfix's smtpd_tls_ciphers / smtpd_tls_mandatory_ciphers:
+      // port 25's opportunistic STARTTLS keeps a broad list (a sender with only 3DES
+      // or static RSA would otherwise fall back to plaintext), while the ports where
+      // TLS is mandatory (submission, smtps) get the strong one.
+      for (const auto& [key, out] : {std::pair<const char*, std::shared_ptr<common::tls::Context>*>{"smtpd_tls_ciphers", &tls},
+                                     {"smtpd_tls_mandatory_ciphers", &mandatory_tls}}) {
+        const std::string grade = common::to_lower(cfg.str(key));
+        if (grade != "high" && grade != "medium") {
+          return common::make_error(common::ErrorKind::kConfig, cfg.origin(key) + ": parameter '" + key +
+                                                                    "': unknown cipher grade '" + common::log_escape(grade, 32) +
+                                                                    "' (high or medium)");
+        }
+        const char* list_key = grade == "high" ? "tls_high_cipherlist" : "tls_medium_cipherlist";
+        auto c = common::tls::Context::server(cert, cfg.str("smtpd_tls_key_file"), cfg.str("ssl_min_protocol"),
+                                              cfg.str(list_key));
+        if (!c) {
+          return common::make_error(common::ErrorKind::kConfig,
+                                    std::string("smtpd_tls_cert_file/") + key + " (" + list_key + "): " + c.error().message);
+        }
+        *out = std::move(c).value();
+      }
     }
     return {};
   };
@@ -116,6 +134,7 @@ int main(int argc, char** argv) {
     server = std::make_unique<mta::SmtpServer>(loop, std::move(settings).value(), *queue, *tables, tls, sasl.get(),
                                                resolver.get(),
                                                [&](const std::string& id) { qmgr->notify(id); });
+    server->set_mandatory_tls(mandatory_tls);
     server->flush = [&] { qmgr->flush(); };
     server->queue_admin = [&](const std::string& verb, const std::string& arg,
                               std::function<void(common::smtp::Reply)> done) { qmgr->admin(verb, arg, std::move(done)); };

@@ -390,7 +390,7 @@ void Session::start() {
       conn_->abort();
       return;
     }
-    conn_->start_tls(common::tls::server_filter(*server_.tls()));
+    conn_->start_tls(common::tls::server_filter(*server_.tls_for(port_)));
   }
   conn_->pause_reading();
   waiting_ = true;
@@ -1024,7 +1024,7 @@ void Session::cmd_starttls() {
   // CVE-2011-0411: anything the client sent after STARTTLS, before the handshake,
   // must never be executed as if it came through TLS.
   in_.clear();
-  conn_->start_tls(common::tls::server_filter(*server_.tls()));
+  conn_->start_tls(common::tls::server_filter(*server_.tls_for(port_)));
   // RFC 3207 4.2: forget everything learnt from the client before TLS.
   reset_transaction();
   helo_.reset();

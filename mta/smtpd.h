@@ -129,6 +129,16 @@ class SmtpServer {
   QueueStore& queue() { return queue_; }
   RecipientTables& tables() { return tables_; }
   common::tls::Context* tls() { return tls_.get(); }
+  // The context for ports where TLS is mandatory (smtpd_tls_mandatory_ciphers);
+  // without one, tls() serves them too.
+  void set_mandatory_tls(std::shared_ptr<common::tls::Context> c) { mandatory_tls_ = std::move(c); }
+  // What a handshake on `port` uses: the mandatory context on submission and smtps,
+  // and on the MX port when smtpd_tls_security_level = encrypt.
+  common::tls::Context* tls_for(Port port) {
+    const bool mandatory = port == Port::kSubmission || port == Port::kSmtps ||
+                           (port == Port::kMx && settings_.tls_level == "encrypt");
+    return mandatory && mandatory_tls_ ? mandatory_tls_.get() : tls_.get();
+  }
   SaslServer* sasl() { return sasl_; }
   common::dns::Resolver* resolver() { return resolver_; }
   Anvil& anvil() { return anvil_; }
@@ -150,7 +160,7 @@ class SmtpServer {
   SmtpdSettings settings_;
   QueueStore& queue_;
   RecipientTables& tables_;
-  std::shared_ptr<common::tls::Context> tls_;
+  std::shared_ptr<common::tls::Context> tls_, mandatory_tls_;
   SaslServer* sasl_;
   common::dns::Resolver* resolver_;
   OnQueued on_queued_;

@@ -4,7 +4,9 @@ on auth-userdb with the right and a wrong cookie, garbage, vanishing clients."""
 import base64
 import hashlib
 import hmac
+import imaplib
 import os
+import poplib
 import socket
 import threading
 
@@ -15,11 +17,13 @@ from tern_harness import wait_for
 
 FAST = {"auth_failure_delay": "0", "auth_penalty_max": "0"}
 PW = "correct horse 9"
+# SCRAM secrets are stored only when asked for (test_scram_secrets_* below).
+SCRAM = {"auth_scram_secrets": "yes"}
 
 
 @pytest.fixture
 def authd(tern_factory):
-    t = tern_factory(settings=dict(FAST, master_services="authd"))
+    t = tern_factory(settings=dict(FAST, **SCRAM, master_services="authd"))
     t.ternctl("user", "add", "demo@example.test", input=PW + "\n")
     return t
 
@@ -150,6 +154,93 @@ def test_scram_from_stored_secrets(authd, mech):
     authd.wait_log("lmdb(demo@example.test,127.0.0.1,<")
 
 
+def server_first(c, rid, mech, user):
+    """Starts SCRAM and returns the server-first-message's attributes (or the FAIL)."""
+    c.auth(rid, mech, f"n,,n={user},r=abcdefghijklmnop".encode())
+    cmd, _, rest = c.reply()
+    if cmd != "CONT":
+        return cmd, rest
+    attrs = dict(kv.split("=", 1) for kv in base64.b64decode(rest[0]).decode().split(","))
+    c.send(f"CONT\t{rid}\t{base64.b64encode(b'c=biws,r=x,p=AAAA').decode()}")  # ends it
+    c.reply()
+    return cmd, attrs
+
+
+def test_scram_secrets_are_not_stored_by_default(tern_factory):
+    # A SCRAM secret is PBKDF2: a stolen database would be guessed at PBKDF2's speed,
+    # not yescrypt's. By default only the crypt hash is stored, and SCRAM, which
+    # could not work for anyone, is not offered.
+    t = tern_factory(settings=dict(FAST, master_services="authd"))
+    t.ternctl("user", "add", "demo@example.test", input=PW + "\n")
+    assert "scram      none" in t.ternctl("user", "show", "demo@example.test").stdout
+    # (authd read the empty database at start; a restart sees this user.)
+    t.stop()
+    t.start()
+    t.wait_log("SCRAM-SHA-256, SCRAM-SHA-1 not offered: auth_scram_secrets = no and no user has SCRAM secrets")
+    c = client(t)
+    assert not [m for m in c.mechs if m.startswith("SCRAM-")]
+    c.auth(1, "SCRAM-SHA-256", b"n,,n=demo@example.test,r=abc")
+    assert c.reply() == ("FAIL", 1, ["reason=Unsupported authentication mechanism"])
+    assert c.plain(2, "demo@example.test", PW)[0] == "OK"
+
+
+def test_imap_and_pop3_do_not_advertise_scram_that_authd_does_not_offer(tern_factory):
+    # Plaintext allowed, so that AUTH=PLAIN shows before STARTTLS next to what is left out.
+    t = tern_factory(settings=dict(FAST, master_services="authd, mra", disable_plaintext_auth="no"))
+
+    def caps():
+        with imaplib.IMAP4("127.0.0.1", t.port("imap"), timeout=30) as c:
+            imap = c.capabilities
+        p = poplib.POP3("127.0.0.1", t.port("pop3"), timeout=30)
+        try:
+            pop = p.capa().get("SASL", [])
+        finally:
+            p.quit()
+        return imap, pop
+
+    # The login process learns the list from tern-authd's handshake, right after start.
+    imap, pop = wait_for(lambda: (lambda c: c if "AUTH=PLAIN" in c[0] and "AUTH=SCRAM-SHA-256" not in c[0]
+                                  else None)(caps()), timeout=10, what="IMAP capabilities without SCRAM")
+    assert not [x for x in imap if x.startswith("AUTH=SCRAM")]
+    assert "PLAIN" in pop and not [x for x in pop if x.startswith("SCRAM")]
+
+
+def test_scram_secrets_when_configured_use_the_iteration_count(tern_factory):
+    t = tern_factory(settings=dict(FAST, **SCRAM, master_services="authd"))
+    t.ternctl("user", "add", "demo@example.test", input=PW + "\n")
+    t.set(auth_scram_iterations="12000")
+    t.ternctl("user", "add", "more@example.test", input=PW + "\n")
+    c = client(t)
+    assert scram(c, 1, "SCRAM-SHA-256", "demo@example.test", PW)[0] == "OK"
+    assert scram(c, 2, "SCRAM-SHA-1", "more@example.test", PW)[0] == "OK"
+    # RFC 7677 section 4: 4096 is the floor, not a good default for SHA-256.
+    assert server_first(c, 3, "SCRAM-SHA-256", "demo@example.test")[1]["i"] == "10000"
+    assert server_first(c, 4, "SCRAM-SHA-256", "more@example.test")[1]["i"] == "12000"
+    assert server_first(c, 5, "SCRAM-SHA-1", "more@example.test")[1]["i"] == "12000"
+
+
+def test_existing_scram_secrets_keep_working_when_switched_off(tern_factory):
+    t = tern_factory(settings=dict(FAST, **SCRAM, master_services="authd"))
+    t.ternctl("user", "add", "old@example.test", input=PW + "\n")
+    t.stop()
+    t.set(auth_scram_secrets="no")
+    t.ternctl("user", "add", "new@example.test", input=PW + "\n")
+    t.start()
+    c = client(t)
+    # Some user still has secrets: SCRAM stays offered, and works for them.
+    assert "SCRAM-SHA-256" in c.mechs
+    assert scram(c, 1, "SCRAM-SHA-256", "old@example.test", PW)[0] == "OK"
+    # A user without any fails, and the log says why.
+    assert scram(c, 2, "SCRAM-SHA-256", "new@example.test", PW)[0] == "FAIL"
+    t.wait_log("lmdb(new@example.test,127.0.0.1,<")
+    assert "no SCRAM secret stored for this user (its password was set with auth_scram_secrets = no)" in t.log()
+    assert c.plain(3, "new@example.test", PW)[0] == "OK"
+    # A password change with the switch off drops the old secrets.
+    t.ternctl("user", "passwd", "old@example.test", input=PW + "\n")
+    assert "scram      none" in t.ternctl("user", "show", "old@example.test").stdout
+    assert scram(c, 4, "SCRAM-SHA-256", "old@example.test", PW)[0] == "FAIL"
+
+
 def test_cram_md5_needs_plaintext_equivalent_storage(tern_factory):
     t = tern_factory(settings=dict(FAST, master_services="authd", auth_mechanisms="plain cram-md5",
                                    auth_plaintext_equivalent="yes"))
@@ -178,7 +269,7 @@ def test_cram_md5_needs_plaintext_equivalent_storage(tern_factory):
 
 
 def test_plaintext_refused_unless_secured(tern_factory):
-    t = tern_factory(settings=dict(FAST, master_services="authd"))
+    t = tern_factory(settings=dict(FAST, **SCRAM, master_services="authd"))
     t.ternctl("user", "add", "demo@example.test", input=PW + "\n")
     c = client(t)
     cmd, rid, rest = c.plain(1, "demo@example.test", PW, secured=False)

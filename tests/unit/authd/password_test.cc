@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include "authd/password.h"
+#include "common/config.h"
 #include "common/text.h"
 
 using namespace tern::authd;
@@ -93,4 +94,17 @@ TEST_CASE("SCRAM-SHA-256 secret matches RFC 7677's example") {
   hmac_sha256_digest(&h, 32, sig);
   CHECK(tern::common::base64_encode(std::string(reinterpret_cast<char*>(sig), 32)) ==
         "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=");
+}
+
+// A SCRAM secret is PBKDF2: stored only when asked for, and then at RFC 7677
+// section 4's suggested cost for SHA-256 rather than its 4096 floor.
+TEST_CASE("SCRAM secrets are off by default, and costly when on") {
+  tern::common::Result<tern::common::Config> c = tern::common::Config::parse("", "t.conf");
+  REQUIRE(c);
+  CHECK_FALSE(c->boolean("auth_scram_secrets"));
+  CHECK(c->integer("auth_scram_iterations") >= 10000);
+  CHECK_FALSE(tern::common::Config::parse("auth_scram_iterations = 4095\n", "t.conf"));
+  auto s = scram_secret("pencil", ScramHash::kSha256, static_cast<unsigned>(c->integer("auth_scram_iterations")));
+  REQUIRE(s);
+  CHECK(s->rfind("SCRAM-SHA-256$10000:", 0) == 0);
 }

@@ -120,3 +120,24 @@ TEST_CASE("the LMDB database stores, lists and deletes users and domains") {
   CHECK((*db2)->list_users("", 100)->empty());
   CHECK_FALSE(UserDb::open(dir.path + "/missing.lmdb", false));
 }
+
+TEST_CASE("any_scram: whether SCRAM can still be offered with auth_scram_secrets = no") {
+  TempDir dir;
+  auto db = UserDb::open(dir.path + "/users.lmdb", true);
+  REQUIRE(db);
+  CHECK((*db)->any_scram().value() == false);  // empty
+  UserRecord a;
+  a.name = "a@one.test";
+  a.password = "$y$x";
+  // A field that merely contains the word is not a secret.
+  a.home = "/var/mail/scram=";
+  REQUIRE((*db)->put_user(a, true));
+  CHECK((*db)->any_scram().value() == false);
+  UserRecord b = a;
+  b.name = "b@one.test";
+  b.scram = {"SCRAM-SHA-256$10000:c2FsdA==$a:b"};
+  REQUIRE((*db)->put_user(b, true));
+  CHECK((*db)->any_scram().value() == true);
+  REQUIRE((*db)->del_user("b@one.test"));
+  CHECK((*db)->any_scram().value() == false);
+}

@@ -707,3 +707,42 @@ TEST_CASE("connect errors are clear", "[connection]") {
   REQUIRE(run_until(loop, [&] { return done; }));
   CHECK(error == "connect /nonexistent/tern/socket: No such file or directory");
 }
+
+TEST_CASE("TLS contexts: the cipher list is applied strictly", "[tls]") {
+  const std::string high =
+      "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+      "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+  auto names = [](const tls::Context& c) {
+    std::vector<std::string> out;
+    STACK_OF(SSL_CIPHER)* list = SSL_CTX_get_ciphers(c.get());
+    for (size_t i = 0; i < sk_SSL_CIPHER_num(list); ++i) out.push_back(SSL_CIPHER_standard_name(sk_SSL_CIPHER_value(list, i)));
+    return out;
+  };
+  auto has = [](const std::vector<std::string>& v, std::string_view part) {
+    for (const std::string& n : v) {
+      if (n.find(part) != std::string::npos) return true;
+    }
+    return false;
+  };
+  // BoringSSL's default (what an empty list keeps) still has 3DES and static RSA.
+  Result<std::shared_ptr<tls::Context>> def = tls::Context::server(cert().cert, cert().key);
+  REQUIRE(def);
+  CHECK(has(names(**def), "3DES"));
+
+  Result<std::shared_ptr<tls::Context>> strong = tls::Context::server(cert().cert, cert().key, "TLSv1.2", high);
+  REQUIRE(strong);
+  std::vector<std::string> n = names(**strong);
+  CHECK_FALSE(n.empty());
+  for (const std::string& c : n) {
+    INFO(c);
+    CHECK(c.rfind("TLS_ECDHE_", 0) == 0);  // forward secrecy: no static RSA
+    CHECK((c.find("_GCM_") != std::string::npos || c.find("CHACHA20_POLY1305") != std::string::npos));
+  }
+
+  // A typo is a configuration error naming the list, not a silently shorter list.
+  Result<std::shared_ptr<tls::Context>> typo =
+      tls::Context::server(cert().cert, cert().key, "TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256:NO-SUCH-CIPHER");
+  REQUIRE_FALSE(typo);
+  CHECK(typo.error().kind == ErrorKind::kConfig);
+  CHECK(typo.error().message.rfind("invalid TLS cipher list 'ECDHE-RSA-AES128-GCM-SHA256:NO-SUCH-CIPHER': ", 0) == 0);
+}
