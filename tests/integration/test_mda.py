@@ -347,7 +347,7 @@ def test_system_user_mail_is_written_as_that_user(mda):
         assert not os.path.exists(os.path.join(mda.dir, "roothome"))
         assert not os.path.exists(os.path.join(mda.dir, "lowhome"))
         log = mda.log()
-        assert "uid 0 of root@example.test is outside" in log
+        assert "user root@example.test: uid 0 is root; not delivering" in log
         # The helper runs as root but holds no listening socket.
         helper = [p for p in children_of(mda.pid_of("mda"))]
         assert len(helper) == 1
