@@ -61,15 +61,15 @@ Result<Walked> walk(const std::string& path, const DirOwner& owner, bool create)
   UniqueFd cur(::open(path[0] == '/' ? "/" : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!cur) return errno_error("open " + std::string(path[0] == '/' ? "/" : "."), errno);
   std::string where = path[0] == '/' ? "/" : "";
-  std::deque<std::string> todo;
-  for (std::string& c : split_path(path)) todo.push_back(std::move(c));
+  std::deque<std::string> pending;
+  for (std::string& c : split_path(path)) pending.push_back(std::move(c));
   Walked out;
   int links = 0;
-  while (!todo.empty()) {
-    std::string name = std::move(todo.front());
-    todo.pop_front();
+  while (!pending.empty()) {
+    std::string name = std::move(pending.front());
+    pending.pop_front();
     if (name == ".") continue;
-    const bool last = todo.empty();
+    const bool last = pending.empty();
     struct stat pst;
     if (::fstat(cur.get(), &pst) < 0) return errno_error("stat " + where, errno);
     if (root) {
@@ -106,7 +106,7 @@ Result<Walked> walk(const std::string& path, const DirOwner& owner, bool create)
         if (static_cast<size_t>(n) >= target.size()) return make_error(ErrorKind::kTemp, where + name + " changed while read");
         target.resize(static_cast<size_t>(n));
         std::vector<std::string> parts = split_path(target);
-        for (auto it = parts.rbegin(); it != parts.rend(); ++it) todo.push_front(*it);
+        for (auto it = parts.rbegin(); it != parts.rend(); ++it) pending.push_front(*it);
         if (!target.empty() && target[0] == '/') {
           cur.reset(::open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
           if (!cur) return errno_error("open /", errno);
