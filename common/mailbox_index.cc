@@ -493,6 +493,40 @@ Result<uint32_t> MailboxIndex::add_delivered(std::string_view mailbox_in, const 
   return uid;
 }
 
+Result<std::optional<uint32_t>> MailboxIndex::uid_of_base(std::string_view mailbox_in, std::string_view base) {
+  const std::string mailbox = normalize_mailbox(mailbox_in);
+  std::optional<uint32_t> uid;
+  Status s = lmdb::read(*env_, [&](lmdb::Txn& txn) -> Status {
+    Result<Meta> meta = get_meta(txn, mailbox, false);
+    if (!meta) {
+      if (meta.error().kind == ErrorKind::kNotFound) return {};
+      return meta.take_error();
+    }
+    Result<std::string_view> have = txn.get(dbs_->files, file_key(meta->id, std::string(base)));
+    if (!have) {
+      if (have.error().kind == ErrorKind::kNotFound) return {};
+      return have.take_error();
+    }
+    uint32_t u = 0;
+    Reader r(*have);
+    if (!r.u32(u)) return corrupt("file record");
+    uid = u;
+    return {};
+  });
+  if (!s) return s.take_error();
+  return uid;
+}
+
+Result<uint32_t> MailboxIndex::adopt_delivered(std::string_view mailbox, const std::string& file,
+                                               std::string_view delivery_key, int64_t now) {
+  Result<std::string> dir = mailbox_dir(normalize_mailbox(mailbox));
+  if (!dir) return dir.take_error();
+  const maildir::FileName fn = maildir::parse_name(file);
+  MessageRecord rec;
+  if (Status m = measure(*dir + "/new/" + file, fn, rec); !m) return m.take_error();
+  return add_delivered(mailbox, file, true, rec.size, rec.vsize, rec.internal_date, delivery_key, now);
+}
+
 Result<SyncResult> MailboxIndex::sync(std::string_view mailbox_in) {
   const std::string mailbox = normalize_mailbox(mailbox_in);
   Result<std::string> dir = mailbox_dir(mailbox);

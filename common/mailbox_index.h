@@ -169,6 +169,14 @@ class MailboxIndex {
   // keys live in a database of their own ("delivery-ids") that other readers ignore.
   Result<uint32_t> add_delivered(std::string_view mailbox, const std::string& file, bool in_new, uint64_t size,
                                  uint64_t vsize, int64_t internal_date, std::string_view delivery_key, int64_t now);
+  // The UID of the message whose file base is `base`, nullopt when the index has
+  // none.
+  Result<std::optional<uint32_t>> uid_of_base(std::string_view mailbox, std::string_view base);
+  // add_delivered() for a file an earlier, interrupted delivery left in new/ (a
+  // keyed name, maildir::keyed_base()): its size and RFC822.SIZE are measured from
+  // the file, as a sync would.
+  Result<uint32_t> adopt_delivered(std::string_view mailbox, const std::string& file, std::string_view delivery_key,
+                                   int64_t now);
   // Whether add_delivered recorded `delivery_key`.
   Result<bool> has_delivery_key(std::string_view delivery_key);
   // Removes delivery keys recorded before `before`.

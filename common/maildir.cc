@@ -129,6 +129,11 @@ std::string unique_base(uint64_t size, uint64_t vsize) {
   return buf + host + ",S=" + std::to_string(size) + ",W=" + std::to_string(vsize);
 }
 
+std::string keyed_base(uint64_t seconds, std::string_view token) {
+  static const std::string host = sanitize_host(hostname());
+  return std::to_string(seconds) + ".K" + std::string(token) + "." + host;
+}
+
 Result<std::string> folder_path(const std::string& root, std::string_view folder) {
   if (folder.empty() || iequals(folder, "INBOX")) return root;
   // Limits: a folder name is a path component; 200 bytes leaves room under NAME_MAX.
@@ -386,6 +391,47 @@ Result<std::string> Delivery::commit(Fsync fsync, DirSyncer* syncer, std::option
     if (errno != EEXIST) return io_error("rename " + tmp_path_ + " to " + final_path, errno);
   }
   return make_error(ErrorKind::kTemp, "cannot find a unique name in " + maildir_ + sub);
+}
+
+Result<Delivery::Committed> Delivery::commit_once(const std::string& name, Fsync fsync, DirSyncer* syncer) {
+  if (done_) return make_error(ErrorKind::kTemp, "commit after the delivery ended");
+  if (!valid_entry_name(name)) return make_error(ErrorKind::kTemp, "invalid maildir name " + name);
+  if (Status s = flush(); !s) return s.take_error();
+  if (fsync == Fsync::kYes && ::fsync(fd_.get()) < 0) return io_error("fsync " + tmp_path_, errno);
+  if (::close(fd_.release()) < 0) return io_error("close " + tmp_path_, errno);
+  const std::string dir = maildir_ + "/new";
+  const std::string final_path = dir + "/" + name;
+  Committed c{name, false};
+  if (::renameat2(AT_FDCWD, tmp_path_.c_str(), AT_FDCWD, final_path.c_str(), RENAME_NOREPLACE) == 0) {
+    done_ = true;
+  } else if (errno == EEXIST) {
+    c.existed = true;
+    abort();  // unlinks our tmp file: the copy in new/ is the message
+  } else if (errno == EINVAL || errno == ENOSYS) {
+    // A filesystem without RENAME_NOREPLACE: the spec's link() + unlink().
+    if (::link(tmp_path_.c_str(), final_path.c_str()) == 0) {
+      ::unlink(tmp_path_.c_str());
+      done_ = true;
+    } else if (errno == EEXIST) {
+      c.existed = true;
+      abort();
+    } else {
+      return io_error("link " + tmp_path_ + " to " + final_path, errno);
+    }
+  } else {
+    return io_error("rename " + tmp_path_ + " to " + final_path, errno);
+  }
+  if (fsync == Fsync::kYes) {
+    Status s = syncer ? syncer->sync(dir) : fsync_dir(dir);
+    if (!s) {
+      // The name may not be durable. A copy we renamed goes (a crash could lose it,
+      // so it must not be acknowledged); one an earlier attempt left stays, and the
+      // retry of this failure finds it again.
+      if (!c.existed) ::unlink(final_path.c_str());
+      return s.take_error();
+    }
+  }
+  return c;
 }
 
 Result<std::vector<Entry>> list(const std::string& maildir) {

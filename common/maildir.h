@@ -63,6 +63,13 @@ bool valid_entry_name(std::string_view name);
 // as the spec says ('/' -> \057, ':' -> \072).
 std::string unique_base(uint64_t size, uint64_t vsize);
 std::string sanitize_host(std::string_view host);
+// The base name of a delivery that must happen at most once (tern-mda's
+// XTERN-DELIVERY-ID pairs, mda/delivery_ids.h): "<sec>.K<token>.<host>", the same
+// for every attempt of the same pair, so a retry after a crash finds the copy the
+// interrupted attempt left (Delivery::commit_once). No ,S=/,W=: they could differ
+// between attempts (the Received: date), and readers measure a file without them.
+// `token` must be a file-name-safe string ([0-9A-Za-z] only).
+std::string keyed_base(uint64_t seconds, std::string_view token);
 
 // Folder name ("INBOX", "Sent", "Lists/tern") to its directory under the root
 // maildir. Refuses names that could leave the root ("..", "/", leading '.', control
@@ -134,6 +141,15 @@ class Delivery {
   enum class Into { kByFlags, kNew };
   Result<std::string> commit(Fsync fsync, DirSyncer* syncer, std::optional<std::string_view> flags = std::nullopt,
                              Into into = Into::kByFlags);
+  // commit() under a name chosen by the caller (keyed_base()), in new/, replacing
+  // nothing. When the name exists already, an earlier attempt of the same delivery
+  // put it there: this attempt's tmp file is dropped, new/ is synced (the earlier
+  // attempt may have died before its directory fsync), and `existed` says so.
+  struct Committed {
+    std::string name;
+    bool existed = false;
+  };
+  Result<Committed> commit_once(const std::string& name, Fsync fsync, DirSyncer* syncer);
   // Unlinks the tmp file.
   void abort();
   uint64_t size() const { return size_; }

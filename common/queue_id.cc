@@ -49,4 +49,15 @@ bool valid_queue_id(const std::string& id) {
   return true;
 }
 
+std::optional<uint64_t> queue_id_seconds(std::string_view id) {
+  if (id.size() < 13 || id.size() > 32) return std::nullopt;
+  uint64_t v = 0;
+  for (size_t i = 0; i < id.size(); ++i) {
+    const void* at = std::memchr(kAlphabet, id[i], kBase);
+    if (!at) return std::nullopt;
+    if (i < 6) v = v * kBase + static_cast<uint64_t>(static_cast<const char*>(at) - kAlphabet);
+  }
+  return v;
+}
+
 }  // namespace tern::common

@@ -7,7 +7,9 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 
 namespace tern::common {
 
@@ -16,5 +18,8 @@ std::string make_queue_id(uint64_t seconds, uint32_t microseconds, uint32_t coun
 std::string new_queue_id();
 // Only characters of the queue-id alphabet, 6 to 32 of them.
 bool valid_queue_id(const std::string& id);
+// The seconds since the epoch a queue id made by make_queue_id() carries in its
+// first 6 characters; nullopt when `id` is not one.
+std::optional<uint64_t> queue_id_seconds(std::string_view id);
 
 }  // namespace tern::common

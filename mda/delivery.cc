@@ -5,12 +5,15 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cerrno>
 #include <cstring>
 #include <list>
 #include <mutex>
 
+#include "common/fault.h"
 #include "common/mailbox_index.h"
+#include "common/queue_id.h"
 #include "common/text.h"
 #include "mda/delivery_ids.h"
 
@@ -96,6 +99,38 @@ Result<std::shared_ptr<common::index::MailboxIndex>> open_index(const std::strin
   return idx;
 }
 
+// The Maildir base name of a keyed delivery (maildir::keyed_base): the queue id and a
+// hash of the recipient, so the same pair always gives the same name. Only for pairs
+// whose id is one of tern-mta's queue ids (the time in the name comes from it, so
+// names still sort by arrival); nullopt for the rest, which get unique names.
+std::optional<std::string> keyed_name(const std::string& delivery_key) {
+  const size_t nul = delivery_key.find('\0');
+  if (nul == std::string::npos) return std::nullopt;
+  const std::string id = delivery_key.substr(0, nul);
+  std::optional<uint64_t> seconds = common::queue_id_seconds(id);
+  if (!seconds) return std::nullopt;
+  // FNV-1a, 64 bits: it tells apart the recipients of one message that share a
+  // mailbox (two aliases of one user); the queue id already tells messages apart.
+  uint64_t h = 14695981039346656037ull;
+  for (size_t i = nul + 1; i < delivery_key.size(); ++i) {
+    h ^= static_cast<uint8_t>(delivery_key[i]);
+    h *= 1099511628211ull;
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return maildir::keyed_base(*seconds, id + "R" + hex);
+}
+
+Outcome saved(const Envelope& env, const std::string& mailbox, uint32_t uid, bool key_recorded, std::string log) {
+  Outcome o;
+  o.mailbox = mailbox;
+  o.uid = uid;
+  o.key_recorded = key_recorded;
+  o.log = std::move(log);
+  o.reply = Reply(250, "2.0.0", (env.recipient.empty() ? std::string("") : "<" + env.recipient + "> ") + "Saved");
+  return o;
+}
+
 Outcome deliver_maildir(const Settings& s, const MailUser& user, const Location& loc, const Envelope& env,
                         const MessageSpool& body, maildir::DirSyncer* syncer) {
   // A virtual user's home is made on first delivery, as Dovecot does.
@@ -139,31 +174,63 @@ Outcome deliver_maildir(const Settings& s, const MailUser& user, const Location&
     }
   }
 
+  // A delivery under an XTERN-DELIVERY-ID pair gets a name made from the pair, so it
+  // happens at most once whatever dies when: a copy an interrupted attempt renamed
+  // into new/ (or that a reader has since indexed and moved to cur/) is found again,
+  // and two attempts at once (tern-mta restarted while we were still writing) end in
+  // one file, because the rename replaces nothing.
+  const std::optional<std::string> keyed = keyed_name(env.delivery_key);
+  const int64_t now = static_cast<int64_t>(::time(nullptr));
+  if (keyed) {
+    Result<std::optional<uint32_t>> have = (*idx)->uid_of_base(mailbox, *keyed);
+    if (have && *have) {
+      // Indexed already (a sync found the file): record the pair with it.
+      Result<uint32_t> uid = (*idx)->add_delivered(mailbox, *keyed, true, 0, 0, now, env.delivery_key, now);
+      if (!uid) return failure_for(uid.error(), s, mailbox);
+      return saved(env, mailbox, *uid, true,
+                   "saved mail to " + mailbox + " (uid=" + std::to_string(*uid) +
+                       ", delivered by an interrupted attempt; not again)");
+    }
+  }
+
   Result<maildir::Delivery> d = maildir::Delivery::begin(dir);
   if (!d) return failure_for(d.error(), s, mailbox);
   Status w = d->write(headers);
   if (w) w = body.read([&](std::string_view chunk) { return d->write(chunk); });
   if (!w) return failure_for(w.error(), s, mailbox);  // the Delivery's destructor unlinks tmp/
-  Result<std::string> name = d->commit(s.fsync, syncer);
-  if (!name) return failure_for(name.error(), s, mailbox);
-  const int64_t now = static_cast<int64_t>(::time(nullptr));
-  Result<uint32_t> uid = (*idx)->add_delivered(mailbox, *name, true, d->size(), d->vsize(),
-                                               env.arrival ? env.arrival : now, env.delivery_key, now);
-  Outcome o;
-  o.mailbox = mailbox;
-  if (uid) {
-    o.uid = *uid;
-    o.key_recorded = !env.delivery_key.empty();
-    // Old pairs go now and then rather than on every delivery.
-    static std::atomic<uint64_t> keyed{0};
-    if (o.key_recorded && ++keyed % 1000 == 0) (void)(*idx)->prune_delivery_keys(now - kDeliveryIdKeepSeconds);
-    o.log = "saved mail to " + mailbox + " (uid=" + std::to_string(*uid) + ")";
+  std::string name;
+  bool existed = false;
+  if (keyed) {
+    common::fault::point("mda.before_rename");
+    Result<maildir::Delivery::Committed> c = d->commit_once(*keyed, s.fsync, syncer);
+    if (!c) return failure_for(c.error(), s, mailbox);
+    name = c->name;
+    existed = c->existed;
   } else {
-    // The message is safely on disk; the next sync gives it its UID.
-    o.log = "saved mail to " + mailbox + " (index update failed, the next sync adds it: " + uid.error().message + ")";
+    Result<std::string> n = d->commit(s.fsync, syncer);
+    if (!n) return failure_for(n.error(), s, mailbox);
+    name = *n;
   }
-  o.reply = Reply(250, "2.0.0", (env.recipient.empty() ? std::string("") : "<" + env.recipient + "> ") + "Saved");
-  return o;
+  common::fault::point("mda.after_rename");
+  Result<uint32_t> uid = existed ? (*idx)->adopt_delivered(mailbox, name, env.delivery_key, now)
+                                 : (*idx)->add_delivered(mailbox, name, true, d->size(), d->vsize(),
+                                                         env.arrival ? env.arrival : now, env.delivery_key, now);
+  common::fault::point("mda.after_index");
+  if (uid) {
+    // Old pairs go now and then rather than on every delivery.
+    static std::atomic<uint64_t> keyed_count{0};
+    if (!env.delivery_key.empty() && ++keyed_count % 1000 == 0) {
+      (void)(*idx)->prune_delivery_keys(now - kDeliveryIdKeepSeconds);
+    }
+    return saved(env, mailbox, *uid, !env.delivery_key.empty(),
+                 "saved mail to " + mailbox + " (uid=" + std::to_string(*uid) +
+                     (existed ? ", written by an interrupted attempt; not again)" : ")"));
+  }
+  // The message is safely on disk; the next sync gives it its UID. The pair is not
+  // in the index: the session records it in the delivery-id store before the 250
+  // (and a keyed name would find this copy again in any case).
+  return saved(env, mailbox, 0, false,
+               "saved mail to " + mailbox + " (index update failed, the next sync adds it: " + uid.error().message + ")");
 }
 
 // What to set when a missing mbox cannot be created in a spool directory the user

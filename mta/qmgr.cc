@@ -7,6 +7,7 @@
 #include <cctype>
 #include <ctime>
 
+#include "common/fault.h"
 #include "common/log.h"
 #include "common/maillog.h"
 #include "common/text.h"
@@ -615,6 +616,7 @@ void QueueManager::deliver(const std::string& id) {
         (*job)->inline_body = std::move(body).value();
       }
       lmtp_deliver(loop_, std::move(*job), [record, settle, group, release](LmtpOutcome o) {
+        common::fault::point("mta.after_lmtp_reply");  // the crash tests' window: replied, not yet recorded
         for (size_t k = 0; k < group.size(); ++k) {
           const common::smtp::Reply& rep =
               k < o.replies.size() ? o.replies[k] : common::smtp::Reply(451, "4.4.2", "no reply");
@@ -804,6 +806,7 @@ void QueueManager::commit(Envelope env, std::vector<size_t> touched) {
   std::weak_ptr<bool> alive = alive_;
   queue_.update(id, env.rcpts, [this, alive, id, done, next](Status st) {
     if (auto al = alive.lock(); !al || !*al) return;
+    common::fault::point("mta.after_queue_update");
     active_.erase(id);
     if (deleted_.erase(id)) {
       // ternctl queue delete while it was being delivered.

@@ -21,3 +21,16 @@ TEST_CASE("queue ids are time-ordered, vowel-free and unique") {
   CHECK_FALSE(tern::common::valid_queue_id("../../etc/passwd"));
   CHECK_FALSE(tern::common::valid_queue_id("AEIOUAEIOU"));
 }
+
+// tern-mda names keyed Maildir deliveries by the time in the queue id (issue 11).
+TEST_CASE("queue ids give back their seconds", "[queue_id]") {
+  using tern::common::make_queue_id;
+  using tern::common::queue_id_seconds;
+  CHECK(queue_id_seconds(make_queue_id(1765000000, 999999, 140607)) == 1765000000u);
+  CHECK(queue_id_seconds(make_queue_id(0, 0, 0)) == 0u);
+  CHECK(queue_id_seconds(tern::common::new_queue_id()).has_value());
+  CHECK_FALSE(queue_id_seconds("short").has_value());
+  CHECK_FALSE(queue_id_seconds("4jjcLR6m2S00/").has_value());
+  CHECK_FALSE(queue_id_seconds(std::string(33, 'B')).has_value());
+  CHECK_FALSE(queue_id_seconds(std::string("4jjcLR6m2S0\0" "0", 13)).has_value());
+}

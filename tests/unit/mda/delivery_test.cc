@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -15,7 +16,9 @@
 #include "common/mailbox_index.h"
 #include "common/mbox.h"
 #include "mda/delivery.h"
+#include "common/queue_id.h"
 #include "mda/delivery_helper.h"
+#include "mda/delivery_ids.h"
 #include "mda/spool.h"
 
 using namespace tern;
@@ -226,6 +229,98 @@ TEST_CASE("deliver to Maildir: headers, index, folders from the detail", "[deliv
   auto idx = common::index::MailboxIndex::open(home + "/Maildir");
   CHECK((*idx)->status("INBOX")->messages == 3);
   CHECK((*idx)->status("Sent")->messages == 1);
+}
+
+// Issue 11, exactly once: a keyed delivery (an XTERN-DELIVERY-ID pair) that died
+// after its rename into new/ and before the index commit, or after the commit and
+// before its 250, is not written again by the retry; nor by a second attempt while a
+// sync (a reader) has meanwhile indexed the copy and moved it to cur/.
+TEST_CASE("keyed deliveries: a retry after a crash at any step writes no second copy", "[delivery]") {
+  TempDir t;
+  std::string home = t.path + "/home";
+  MailUser u = user_at(home);
+  Settings s = settings();
+  Envelope env;
+  env.sender = "a@example.org";
+  env.recipient = "demo@example.test";
+  env.received = "Received: test\n";
+  const std::string qid = common::make_queue_id(1765000000, 1234, 7);
+  REQUIRE(common::queue_id_seconds(qid) == 1765000000u);
+  env.delivery_key = delivery_key(qid, "demo@example.test");
+  MessageSpool body = spool_of("Subject: once\r\n\r\nbody\r\n");
+
+  Outcome first = deliver(s, u, env, body, nullptr);
+  REQUIRE(first.reply.code == 250);
+  CHECK(first.key_recorded);
+  auto names = files_in(home + "/Maildir/new");
+  REQUIRE(names.size() == 1);
+  CHECK(names[0].rfind("1765000000.K" + qid + "R", 0) == 0);  // time-ordered like every name
+
+  SECTION("the retry after the index commit (tern-mta died before recording the 250)") {
+    Outcome again = deliver(s, u, env, body, nullptr);
+    CHECK(again.reply.code == 250);
+    CHECK(again.uid == first.uid);
+    CHECK(files_in(home + "/Maildir/new").size() == 1);
+  }
+  SECTION("the retry after the rename, before the index commit: the file is adopted") {
+    // The state a crash between rename and commit leaves, in a second home: the
+    // file in new/ under its keyed name, nothing in the index.
+    std::string home2 = t.path + "/home2";
+    MailUser u2 = user_at(home2);
+    REQUIRE(::mkdir(home2.c_str(), 0700) == 0);
+    REQUIRE(maildir::create_root(home2 + "/Maildir").ok());
+    const std::string left = slurp(home + "/Maildir/new/" + names[0]);
+    { std::ofstream(home2 + "/Maildir/new/" + names[0], std::ios::binary) << left; }
+    Envelope other = env;
+    other.received = "Received: a longer header this time\n";  // the retry's own Received: line
+    Outcome again = deliver(s, u2, other, body, nullptr);
+    CHECK(again.reply.code == 250);
+    CHECK(again.key_recorded);
+    CHECK(again.uid == 1);
+    auto now = files_in(home2 + "/Maildir/new");
+    REQUIRE(now.size() == 1);
+    CHECK(now[0] == names[0]);
+    CHECK(files_in(home2 + "/Maildir/tmp").empty());
+    CHECK(slurp(home2 + "/Maildir/new/" + now[0]) == left);  // the first attempt's copy stands
+    auto idx = common::index::MailboxIndex::open(home2 + "/Maildir");
+    REQUIRE(idx);
+    CHECK(*(*idx)->has_delivery_key(env.delivery_key));
+    auto rec = (*idx)->message("INBOX", 1);
+    REQUIRE(rec);
+    CHECK(rec->size == left.size());
+    CHECK(rec->vsize == left.size() + static_cast<size_t>(std::count(left.begin(), left.end(), '\n')));  // a CR per LF
+    // And once more: now the index has the pair.
+    CHECK(deliver(s, u2, other, body, nullptr).uid == 1);
+    CHECK(files_in(home2 + "/Maildir/new").size() == 1);
+  }
+  SECTION("a copy indexed and moved to cur/ by a reader is found by its base name") {
+    auto idx = common::index::MailboxIndex::open(home + "/Maildir");
+    REQUIRE(idx);
+    REQUIRE(::rename((home + "/Maildir/new/" + names[0]).c_str(),
+                     (home + "/Maildir/cur/" + names[0] + ":2,S").c_str()) == 0);
+    REQUIRE((*idx)->sync("INBOX").ok());
+    REQUIRE((*idx)->prune_delivery_keys(INT64_MAX).ok());  // as if only the file were known
+    REQUIRE_FALSE(*(*idx)->has_delivery_key(env.delivery_key));
+    Outcome again = deliver(s, u, env, body, nullptr);
+    CHECK(again.reply.code == 250);
+    CHECK(again.uid == first.uid);
+    CHECK(files_in(home + "/Maildir/new").empty());
+    CHECK(files_in(home + "/Maildir/cur").size() == 1);
+    CHECK(*(*idx)->has_delivery_key(env.delivery_key));
+  }
+  SECTION("another recipient of the same message in the same mailbox is another copy") {
+    Envelope second = env;
+    second.recipient = "alias@example.test";
+    second.delivery_key = delivery_key(qid, "alias@example.test");
+    CHECK(deliver(s, u, second, body, nullptr).reply.code == 250);
+    CHECK(files_in(home + "/Maildir/new").size() == 2);
+  }
+  SECTION("a delivery id that is no queue id gets a unique name each time (no key to find it by)") {
+    Envelope plain = env;
+    plain.delivery_key = delivery_key("not-a-queue-id", "demo@example.test");
+    CHECK(deliver(s, u, plain, body, nullptr).reply.code == 250);
+    CHECK(files_in(home + "/Maildir/new").size() == 2);
+  }
 }
 
 TEST_CASE("quota: 552 5.2.2 or 452 4.2.2, nothing written", "[delivery]") {
