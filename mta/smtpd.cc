@@ -2,6 +2,7 @@
 
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/statvfs.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -27,6 +28,32 @@ using common::smtp::Verb;
 namespace smtp = common::smtp;
 namespace maillog = common::maillog;
 
+namespace {
+
+// A queue write that failed for want of space is 452 4.3.1 (RFC 3463 "mail system
+// full"), what Postfix answers; any other write error stays 451 4.3.0. Both are
+// temporary: the client keeps the message and tries again.
+Reply queue_write_error(const std::string& detail) {
+  if (detail.find("No space left") != std::string::npos || detail.find("Disk quota") != std::string::npos) {
+    return Reply(452, "4.3.1", "Insufficient system storage");
+  }
+  return Reply(451, "4.3.0", "Error: queue file write error");
+}
+
+// Postfix's smtpd_check_queue(): the queue file system must keep queue_minfree
+// bytes free, and a message announced with SIZE= must fit above that. One statvfs
+// per MAIL FROM; a statvfs that fails says nothing, and the write decides.
+bool queue_has_room(const SmtpdSettings& s, uint64_t announced) {
+  if (s.queue_minfree == 0 && announced == 0) return true;
+  struct statvfs fs;
+  if (s.queue_directory.empty() || ::statvfs(s.queue_directory.c_str(), &fs) != 0) return true;
+  const uint64_t free_bytes = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
+  if (free_bytes < s.queue_minfree) return false;
+  return announced <= free_bytes - s.queue_minfree;
+}
+
+}  // namespace
+
 // --- settings --------------------------------------------------------------------
 
 Result<SmtpdSettings> SmtpdSettings::from_config(const common::Config& cfg) {
@@ -35,6 +62,8 @@ Result<SmtpdSettings> SmtpdSettings::from_config(const common::Config& cfg) {
   s.banner = cfg.str("smtpd_banner");
   s.mail_name = cfg.str("mail_name");
   s.message_size_limit = cfg.bytes("message_size_limit");
+  s.queue_minfree = cfg.bytes("queue_minfree");
+  s.queue_directory = cfg.str("queue_directory");
   s.recipient_limit = static_cast<size_t>(cfg.integer("smtpd_recipient_limit"));
   s.conn_count_limit = cfg.integer("smtpd_client_connection_count_limit");
   s.conn_rate_limit = cfg.integer("smtpd_client_connection_rate_limit");
@@ -1098,6 +1127,15 @@ void Session::cmd_mail(smtp::Command& c) {
     reply(r);
     return;
   }
+  if (!queue_has_room(s_, c.mail.size ? *c.mail.size : 0)) {
+    // Postfix's smtpd_check_queue(): RFC 1870 6.1 and RFC 5321 4.5.3.1.10 both
+    // make a full disk a temporary refusal, so the client keeps the message.
+    count(c.verb, false);
+    Reply r(452, "4.3.1", "Insufficient system storage");
+    log_reject("MAIL", r, "");
+    reply(r);
+    return;
+  }
   if (c.mail.smtputf8 && !esmtp_) {
     count(c.verb, false);
     reply(Reply(555, "5.5.4", "Unsupported option: SMTPUTF8"));
@@ -1598,7 +1636,7 @@ void Session::end_body(bool bare_newline) {
   }
   if (write_failed_) {
     count(verb, false);
-    Reply r(451, "4.3.0", "Error: queue file write error");
+    Reply r = queue_write_error(write_error_);
     reset_transaction();
     reply(r);
     return;
@@ -1609,7 +1647,7 @@ void Session::end_body(bool bare_newline) {
     count(verb, false);
     common::log::warning("%s: queue file write error: %s", qid.c_str(), st.error().message.c_str());
     reset_transaction();
-    reply(Reply(451, "4.3.0", "Error: queue file write error"));
+    reply(queue_write_error(st.error().message));
     return;
   }
   Envelope env;
@@ -1678,7 +1716,7 @@ void Session::end_body(bool bare_newline) {
       common::log::warning("%s: cannot queue: %s", qid.c_str(), st.error().message.c_str());
       s->count(verb, false);
       s->reset_transaction();
-      s->reply(Reply(451, "4.3.0", "Error: queue file write error"));
+      s->reply(queue_write_error(st.error().message));
     }
     s->end_wait();
   });

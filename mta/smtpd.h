@@ -51,6 +51,8 @@ struct SmtpdSettings {
   std::string banner;
   std::string mail_name;
   uint64_t message_size_limit = 0;   // 0: none
+  uint64_t queue_minfree = 0;        // free bytes the queue file system keeps (Postfix)
+  std::string queue_directory;       // whose file system queue_minfree is about
   size_t recipient_limit = 1000;
   int64_t conn_count_limit = 0, conn_rate_limit = 0, msg_rate_limit = 0, rcpt_rate_limit = 0;
   uint64_t rate_unit_ms = 60000;
