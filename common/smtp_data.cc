@@ -125,6 +125,37 @@ void LineEndings::finish() {
   pending_cr_ = false;
 }
 
+void LineEndNormalizer::feed(std::string_view in, std::string& out) {
+  for (char c : in) {
+    if (pending_cr_) {
+      pending_cr_ = false;
+      out += "\r\n";
+      if (c == '\n') continue;  // the CR's own LF: one CRLF
+    }
+    if (c == '\r') {
+      pending_cr_ = true;
+    } else if (c == '\n') {
+      out += "\r\n";
+    } else {
+      out += c;
+    }
+  }
+}
+
+void LineEndNormalizer::finish(std::string& out) {
+  if (pending_cr_) out += "\r\n";
+  pending_cr_ = false;
+}
+
+std::string normalize_line_ends(std::string_view in) {
+  std::string out;
+  out.reserve(in.size() + in.size() / 32);
+  LineEndNormalizer n;
+  n.feed(in, out);
+  n.finish(out);
+  return out;
+}
+
 std::string dot_stuff(std::string_view body) {
   std::string out;
   out.reserve(body.size() + body.size() / 64 + 8);

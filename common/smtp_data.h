@@ -103,6 +103,23 @@ class LineEndings {
   bool bare_cr_ = false;
 };
 
+// Makes every line end CRLF, streaming: CRLF stays, and a bare LF or a bare CR
+// becomes CRLF. RFC 5321 2.3.8: a client "MUST NOT transmit these characters
+// except when they are intended as line terminators and then MUST ... transmit
+// them only as a <CRLF> sequence". For text from a local program (sendmail, a
+// maildrop file), where a line end is whatever the program wrote; SMTP and LMTP
+// input is checked with LineEndings instead, and refused when it is not clean.
+class LineEndNormalizer {
+ public:
+  void feed(std::string_view in, std::string& out);
+  // Call at the end: a trailing lone CR is a line end too.
+  void finish(std::string& out);
+
+ private:
+  bool pending_cr_ = false;
+};
+std::string normalize_line_ends(std::string_view in);
+
 // Dot-stuffs a message for sending with DATA and appends the end marker (the SMTP
 // client side). `body` must use CRLF line endings; a body that does not end in CRLF
 // gets one.

@@ -37,12 +37,21 @@ common::Result<MaildropEnvelope> parse_maildrop(std::string_view data, size_t& b
     if (line[0] == 'S') {
       if (sender_seen) return common::make_error(ErrorKind::kProtocol, "maildrop file: two senders");
       sender_seen = true;
+      // "" is the submitting user, "<>" the null sender (sendmail -f '').
+      if (!v.empty() && v != "<>") {
+        if (auto m = parse_local_address(v, ""); !m) {
+          return common::make_error(ErrorKind::kProtocol, "maildrop file: bad sender address: " + m.error().message);
+        }
+      }
       env.sender = std::string(v);
     } else if (line[0] == 'R') {
       // The sender comes first: one canonical layout, nothing to reorder.
       if (!sender_seen) return common::make_error(ErrorKind::kProtocol, "maildrop file: recipient before sender");
       if (env.rcpts.size() >= kMaildropMaxRcpts) {
         return common::make_error(ErrorKind::kProtocol, "maildrop file: too many recipients");
+      }
+      if (auto m = parse_local_address(v, ""); !m) {
+        return common::make_error(ErrorKind::kProtocol, "maildrop file: bad recipient address: " + m.error().message);
       }
       env.rcpts.emplace_back(v);
     } else {
@@ -54,15 +63,19 @@ common::Result<MaildropEnvelope> parse_maildrop(std::string_view data, size_t& b
   return env;
 }
 
-std::string to_crlf(std::string_view in) {
-  std::string out;
-  out.reserve(in.size() + in.size() / 32);
-  for (size_t i = 0; i < in.size(); ++i) {
-    char c = in[i];
-    if (c == '\n' && (i == 0 || in[i - 1] != '\r')) out += '\r';
-    out += c;
+common::Result<common::smtp::Mailbox> parse_local_address(std::string_view text, std::string_view origin) {
+  if (text.size() >= 2 && text.front() == '<' && text.back() == '>') text = text.substr(1, text.size() - 2);
+  // A bare user name: the same check as with any domain after it.
+  if (text.find('@') == std::string_view::npos) {
+    std::string full = std::string(text) + "@" + std::string(origin.empty() ? "localhost" : origin);
+    return common::smtp::parse_mailbox(full, true);
   }
-  return out;
+  return common::smtp::parse_mailbox(text, true);
+}
+
+bool stale_maildrop_temp(std::string_view name, int64_t mtime, int64_t now) {
+  if (name.empty() || name[0] != '.' || name == "." || name == "..") return false;
+  return now - mtime >= kMaildropStaleTempSeconds;
 }
 
 }  // namespace tern::mta

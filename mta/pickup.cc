@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "common/maillog.h"
 #include "common/smtp_address.h"
+#include "common/smtp_data.h"
 #include "common/text.h"
 #include "mta/cleanup.h"
 #include "mta/maildrop.h"
@@ -61,10 +62,23 @@ void Pickup::scan() {
     return;
   }
   std::vector<std::string> names;
+  const int64_t now = ::time(nullptr);
   while (dirent* de = ::readdir(d)) {
     std::string n = de->d_name;
-    if (n.empty() || n[0] == '.') continue;  // ".tmp..." files are still being written
-    names.push_back(n);
+    if (n.empty()) continue;
+    if (n[0] != '.') {
+      names.push_back(n);
+      continue;
+    }
+    // A dot-name is a file sendmail is still writing; one that old was left by a
+    // sendmail that died, and nothing else would ever remove it.
+    struct stat st;
+    if (::fstatat(::dirfd(d), n.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) continue;
+    if (!stale_maildrop_temp(n, st.st_mtime, now)) continue;
+    if (S_ISDIR(st.st_mode)) continue;
+    common::log::warning("pickup: uid=%u: removing stale temporary file %s/%s", static_cast<unsigned>(st.st_uid),
+                         dir_.c_str(), common::log_escape(n, 200).c_str());
+    ::unlinkat(::dirfd(d), n.c_str(), 0);
   }
   ::closedir(d);
   std::sort(names.begin(), names.end());
@@ -75,14 +89,17 @@ void Pickup::scan() {
 
 void Pickup::take(const std::string& name) {
   const std::string path = dir_ + "/" + name;
-  auto drop = [&](const std::string& why) {
-    common::log::warning("pickup: %s: %s; removing it", path.c_str(), why.c_str());
-    ::unlink(path.c_str());
-  };
   common::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
   if (!fd) return;
   struct stat st;
   if (::fstat(fd.get(), &st) < 0) return;
+  // A bad file is logged with its owner and removed, never half-used (Postfix
+  // pickup(8): "uid=N: ignoring malformed message file").
+  auto drop = [&](const std::string& why) {
+    common::log::warning("pickup: uid=%u: ignoring malformed message file %s: %s; removing it",
+                         static_cast<unsigned>(st.st_uid), path.c_str(), common::log_escape(why, 300).c_str());
+    ::unlink(path.c_str());
+  };
   // Only a plain file with one link: a hard link to someone else's file would let
   // a user submit it in that user's name.
   if (!S_ISREG(st.st_mode) || st.st_nlink != 1) return drop("not a regular file with one link");
@@ -101,15 +118,15 @@ void Pickup::take(const std::string& name) {
     char buf[4096];
     if (::getpwuid_r(uid, &pw, buf, sizeof buf, &res) == 0 && res) user = res->pw_name;
   }
-  // The sender: as given (sendmail -f), or the user at $myorigin.
-  // "<>" is the null sender; empty means the submitting user.
-  std::string sender = env->sender;
-  if (sender == "<>") {
-    sender.clear();
-  } else if (sender.empty()) {
-    sender = user + "@" + myorigin_;
-  } else if (sender.find('@') == std::string::npos) {
-    sender += "@" + myorigin_;
+  // The sender: as given (sendmail -f), or the user at $myorigin. "<>" is the
+  // null sender; empty means the submitting user. Either way it goes through the
+  // SMTP address parser, as the sender of a MAIL FROM would (RFC 5321 4.1.2).
+  std::string sender;
+  if (env->sender != "<>") {
+    Result<common::smtp::Mailbox> mb = parse_local_address(env->sender.empty() ? user : env->sender, myorigin_);
+    if (!mb && env->sender.empty()) mb = parse_local_address(std::to_string(uid), myorigin_);
+    if (!mb) return drop("bad sender address: " + mb.error().message);
+    sender = canonical_address(*mb);
   }
   Envelope e;
   struct timeval tv;
@@ -120,25 +137,16 @@ void Pickup::take(const std::string& name) {
   e.client = "local";
   std::unique_ptr<BodyWriter> body = queue_.new_body();
   const std::string qid = body->queue_id();
-  for (std::string r : env->rcpts) {
-    if (r.find('@') == std::string::npos) r += "@" + myorigin_;
-    Result<common::smtp::Mailbox> mb = common::smtp::parse_mailbox(r, true);
-    std::vector<Destination> dests;
-    if (!mb) {
-      Destination d;
-      d.kind = Destination::Kind::kError;
-      d.value = "5.1.3 bad address syntax";
-      d.orig = r;
-      dests.push_back(d);
-    } else {
-      Result<std::vector<Destination>> x = tables_.expand(canonical_address(*mb));
-      if (!x) {
-        common::log::warning("pickup: %s: %s; will retry", path.c_str(), x.error().message.c_str());
-        return;
-      }
-      dests = std::move(x).value();
-      for (Destination& d : dests) d.orig = canonical_address(*mb);
+  for (const std::string& r : env->rcpts) {
+    Result<common::smtp::Mailbox> mb = parse_local_address(r, myorigin_);
+    if (!mb) return drop("bad recipient address: " + mb.error().message);
+    Result<std::vector<Destination>> x = tables_.expand(canonical_address(*mb));
+    if (!x) {
+      common::log::warning("pickup: %s: %s; will retry", path.c_str(), x.error().message.c_str());
+      return;
     }
+    std::vector<Destination> dests = std::move(x).value();
+    for (Destination& d : dests) d.orig = canonical_address(*mb);
     for (const Destination& d : dests) {
       Recipient q;
       q.address = d.value;
@@ -171,10 +179,15 @@ void Pickup::take(const std::string& name) {
   o.header_size_limit = header_size_limit_;
   o.drop_headers = drop_headers_;
   HeaderFilter filter(o);
-  // Stream the message: LF line endings become CRLF, through the header filter.
+  // Stream the message through the header filter, every line end made CRLF (a
+  // bare CR or LF from the program is a line end, RFC 5321 2.3.8: neither may
+  // reach the next hop bare), and stop as soon as it is over message_size_limit.
+  // The slack is for the headers the filter adds.
+  const uint64_t size_bound = message_size_limit_ > 0 ? message_size_limit_ + 4096 : 0;
+  auto too_big = [&] { return size_bound > 0 && body->size() > size_bound; };
   uint64_t off = body_off;
   std::string chunk(65536, '\0'), crlf, out;
-  bool prev_cr = false;
+  common::smtp::LineEndNormalizer line_ends;
   bool eight_bit = false;
   while (true) {
     ssize_t k = ::pread(fd.get(), chunk.data(), chunk.size(), static_cast<off_t>(off));
@@ -182,27 +195,25 @@ void Pickup::take(const std::string& name) {
     if (k < 0) return;
     if (k == 0) break;
     off += static_cast<uint64_t>(k);
+    std::string_view piece(chunk.data(), static_cast<size_t>(k));
+    for (unsigned char c : piece) eight_bit = eight_bit || c >= 0x80;
     crlf.clear();
-    for (ssize_t i = 0; i < k; ++i) {
-      char c = chunk[static_cast<size_t>(i)];
-      if (c == '\n' && !prev_cr) crlf += '\r';
-      if (static_cast<unsigned char>(c) >= 0x80) eight_bit = true;
-      crlf += c;
-      prev_cr = c == '\r';
-    }
+    line_ends.feed(piece, crlf);
     out.clear();
     filter.feed(crlf, out);
     if (Status s = body->append(out); !s) {
       common::log::warning("pickup: %s: %s; will retry", path.c_str(), s.error().message.c_str());
       return;
     }
+    if (too_big()) return drop("message size exceeds message_size_limit");
   }
+  crlf.clear();
+  line_ends.finish(crlf);
   out.clear();
+  filter.feed(crlf, out);
   filter.finish(out);
   if (Status s = body->append(out); !s) return;
-  if (message_size_limit_ > 0 && body->size() > message_size_limit_ + 4096) {
-    return drop("message size exceeds message_size_limit");
-  }
+  if (too_big()) return drop("message size exceeds message_size_limit");
   e.body_8bit = eight_bit;
   maillog::pickup(qid, static_cast<unsigned>(uid), sender);
   const std::string mid = filter.message_id();

@@ -45,7 +45,7 @@ using tern::mta::header_recipients;
 using tern::mta::has_header;
 using tern::mta::maildrop_header;
 using tern::mta::remove_bcc;
-using tern::mta::to_crlf;
+using tern::mta::parse_local_address;
 
 namespace {
 
@@ -223,13 +223,17 @@ int to_maildrop(const common::Config& cfg, const std::string& sender, bool null_
 int cmd_deliver(const common::Config& cfg, const SendmailArgs& a) {
   // Read the message. Without -i, a line with a single dot ends it (sendmail's
   // traditional behaviour).
+  // Stops as soon as the input is over message_size_limit, whether or not it has
+  // line ends, rather than copy all of it first; the code and text are Postfix
+  // sendmail's for a message cleanup refuses as too big.
   const uint64_t limit = cfg.bytes("message_size_limit");
-  const uint64_t bound = limit > 0 ? limit + 65536 : kMaxInputWithoutLimit;
+  const uint64_t bound = limit > 0 ? limit : kMaxInputWithoutLimit;
   std::string message;
   std::string line;
   int ch;
   while ((ch = std::getchar()) != EOF) {
     line += static_cast<char>(ch);
+    if (message.size() + line.size() > bound) die(EX_DATAERR, "message file too big");
     if (ch != '\n') continue;
     if (!a.ignore_dots && (line == ".\n" || line == ".\r\n")) {
       line.clear();
@@ -237,7 +241,6 @@ int cmd_deliver(const common::Config& cfg, const SendmailArgs& a) {
     }
     message += line;
     line.clear();
-    if (message.size() > bound) die(EX_DATAERR, "message too large");
   }
   message += line;
   // Split headers from body for -t and for a From header.
@@ -259,20 +262,28 @@ int cmd_deliver(const common::Config& cfg, const SendmailArgs& a) {
     die(EX_USAGE, a.extract_recipients ? "No recipient addresses found in message header"
                                        : "Recipient addresses must be specified on the command line or via the -t option");
   }
+  // Every address goes through the SMTP grammar (RFC 5321 4.1.2) before it is
+  // written into MAIL FROM / RCPT TO or a maildrop file: "-f 'a@b> AUTH=<x>'" or a
+  // recipient with a CR in it is refused here, not sent on as parameters.
   const std::string origin = common::to_lower(cfg.str("myorigin"));
   for (std::string& r : rcpts) {
-    if (r.size() > 2 && r.front() == '<' && r.back() == '>') r = r.substr(1, r.size() - 2);
-    if (r.find('@') == std::string::npos) r += "@" + origin;
+    common::Result<common::smtp::Mailbox> mb = parse_local_address(r, origin);
+    if (!mb) die(EX_DATAERR, "bad recipient address syntax: " + common::log_escape(r, 300) + ": " + mb.error().message);
+    r = mb->address();
   }
-  const bool null_sender = a.sender && a.sender->empty();
-  std::string sender = a.sender && !a.sender->empty() ? *a.sender : myorigin_address(cfg);
-  if (sender.find('@') == std::string::npos) sender += "@" + origin;
+  const bool null_sender = a.sender && (a.sender->empty() || *a.sender == "<>");
+  const std::string given = a.sender && !null_sender ? *a.sender : myorigin_address(cfg);
+  common::Result<common::smtp::Mailbox> sender_mb = parse_local_address(given, origin);
+  if (!sender_mb) {
+    die(EX_DATAERR, "bad sender address syntax: " + common::log_escape(given, 300) + ": " + sender_mb.error().message);
+  }
+  const std::string sender = sender_mb->address();
   // A From header when the program gave none (Postfix cleanup adds it for local mail).
   if (!has_header(headers, "From")) {
     std::string from = a.full_name.empty() ? sender : "\"" + a.full_name + "\" <" + sender + ">";
     message = "From: " + from + "\n" + message;
   }
-  const std::string crlf = to_crlf(message);
+  const std::string crlf = common::smtp::normalize_line_ends(message);
   std::string why;
   int rc = submit(cfg, sender, null_sender, rcpts, crlf, a.verbose, why);
   if (rc == 0) return EX_OK;

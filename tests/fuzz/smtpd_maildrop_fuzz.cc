@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <string_view>
 
+#include "common/smtp_data.h"
 #include "mta/maildrop.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -17,11 +18,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (env->rcpts.size() > tern::mta::kMaildropMaxRcpts) std::abort();
   std::string again = tern::mta::maildrop_header(*env);
   if (again != in.substr(0, off)) std::abort();
-  // to_crlf never loses a byte and leaves no bare LF.
-  std::string crlf = tern::mta::to_crlf(in.substr(off));
+  // Every address passed the SMTP grammar: nothing after it, no CR or LF in it.
+  for (const std::string& r : env->rcpts) {
+    if (!tern::mta::parse_local_address(r, "").ok()) std::abort();
+  }
+  // The line-end normaliser never loses a byte and leaves no bare CR or LF.
+  std::string crlf = tern::common::smtp::normalize_line_ends(in.substr(off));
   if (crlf.size() < in.size() - off) std::abort();
   for (size_t i = 0; i < crlf.size(); ++i) {
     if (crlf[i] == '\n' && (i == 0 || crlf[i - 1] != '\r')) std::abort();
+    if (crlf[i] == '\r' && (i + 1 == crlf.size() || crlf[i + 1] != '\n')) std::abort();
   }
   return 0;
 }

@@ -507,3 +507,38 @@ def test_smtputf8_mail_is_received_with_utf8smtp_and_bs_offers_no_starttls(mail)
                        env=mail.env(), timeout=30)
     assert "250-PIPELINING" in r.stdout or "250 PIPELINING" in r.stdout, r.stdout
     assert "STARTTLS" not in r.stdout, r.stdout
+
+
+def test_hostile_maildrop_files_inject_nothing(tern_factory):
+    """A maildrop file is written by an unprivileged user: a sender that closes the
+    path early (RFC 5321 4.1.2) is refused whole, a bare CR becomes a line end
+    (RFC 5321 2.3.8) instead of reaching tern-mda's LMTP, a stale sendmail temp file
+    is removed, and sendmail stops copying at message_size_limit."""
+    d = table_dir()
+    t = tern_factory(settings=mta_settings(d, master_services="authd, mda", message_size_limit="20000"))
+    prepare_mail_dir(t)
+    add_user(t, "alice@example.test")
+    r = subprocess.run([f"{BIN}/sendmail", "alice@example.test"], input="x" * 30000, text=True,
+                       capture_output=True, env=t.env(), timeout=60)
+    assert r.returncode == 65 and "message file too big" in r.stderr, r.stderr  # EX_DATAERR
+    drop = t.settings.get("maildrop_directory", os.path.join(t.settings["queue_directory"], "maildrop"))
+    assert not [f for f in os.listdir(drop) if not f.startswith(".")]
+    files = {"1.hostile": b"TERN-MAILDROP 1\nS a@b> AUTH=<x>\nR alice@example.test\n\nSubject: injected\n\nx\n",
+             "2.good": b"TERN-MAILDROP 1\nS me@example.test\nR alice@example.test\n\nSubject: cr\n\nline1\rline2\n",
+             ".stale": b"half"}
+    for name, data in files.items():
+        with open(os.path.join(drop, name), "wb") as f:
+            f.write(data)
+        os.chown(os.path.join(drop, name), 65534, 65534)
+    os.utime(os.path.join(drop, ".stale"), (time.time() - 7200, time.time() - 7200))
+    mta = subprocess.Popen([f"{BIN}/tern-mta", "-c", t.conf_path, "-o", "master_services=authd, mda, mta"],
+                           env=t.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        (m,) = wait_messages(t, "alice", 1)
+        assert b"Subject: cr" in m and b"line1\nline2\n" in m and b"\r" not in m
+        wait_for(lambda: not os.listdir(drop), 15, what="maildrop emptied")
+        assert re.search(r"pickup: uid=65534: ignoring malformed message file \S+1\.hostile: .*bad sender", t.log())
+        assert "AUTH=<x>" not in "".join(messages(t, "alice")[0].decode(errors="replace"))
+    finally:
+        mta.terminate()
+        mta.wait()

@@ -171,6 +171,32 @@ TEST_CASE("LineEndings finds bare CR and LF across pieces", "[smtp_data]") {
   CHECK(d.bare_cr());
 }
 
+TEST_CASE("LineEndNormalizer makes every line end CRLF, whatever the split", "[smtp_data]") {
+  // RFC 5321 2.3.8: a bare CR or a bare LF is sent only as the CRLF it stands for.
+  struct Case {
+    std::string in, out;
+  } cases[] = {
+      {"", ""},
+      {"a\r\nb", "a\r\nb"},
+      {"a\nb\n", "a\r\nb\r\n"},
+      {"a\rb", "a\r\nb"},
+      {"a\r", "a\r\n"},
+      {"\r\r\n", "\r\n\r\n"},
+      {"\n\r", "\r\n\r\n"},
+      {"x\r.\r\nMAIL FROM:<e@x>\r", "x\r\n.\r\nMAIL FROM:<e@x>\r\n"},
+      {std::string("nul\0stays", 9), std::string("nul\0stays", 9)},
+  };
+  for (const Case& c : cases) {
+    INFO(c.in);
+    CHECK(tern::common::smtp::normalize_line_ends(c.in) == c.out);
+    std::string out;
+    tern::common::smtp::LineEndNormalizer n;
+    for (char ch : c.in) n.feed(std::string_view(&ch, 1), out);
+    n.finish(out);
+    CHECK(out == c.out);
+  }
+}
+
 TEST_CASE("dot_stuff round-trips through DataReader", "[smtp_data]") {
   const std::string bodies[] = {"", "a\r\n", ".\r\n", "..\r\n.x\r\n", "no newline", "a\r\n.\r\nb\r\n"};
   for (const std::string& b : bodies) {

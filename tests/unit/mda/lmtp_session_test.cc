@@ -289,6 +289,36 @@ TEST_CASE("BDAT chunks, BINARYMIME, and BDAT errors still consume the chunk", "[
   CHECK(codes(r) == std::vector<std::string>{"250", "250", "250", "550"});  // not BINARYMIME: bare LF refused
 }
 
+TEST_CASE("BDAT refuses a bare CR or LF as DATA does, wherever the chunks split", "[lmtp_session]") {
+  // RFC 5321 2.3.8 and RFC 3030 3: without BODY=BINARYMIME a chunk is text, and a
+  // bare CR or LF in it is refused like one in DATA (550 5.5.2, then disconnect).
+  struct Case {
+    std::string chunks;
+    std::string reply;  // "" when the message is taken
+  } cases[] = {
+      {"BDAT 4 LAST\r\na\rbc", "bare <CR>"},
+      {"BDAT 2\r\na\rBDAT 2 LAST\r\nbc", "bare <CR>"},
+      {"BDAT 2\r\na\rBDAT 0 LAST\r\n", "bare <CR>"},
+      {"BDAT 2\r\na\rBDAT 2 LAST\r\n\nb", ""},  // CR, then its LF in the next chunk
+      {"BDAT 3 LAST\r\na\nb", "bare <LF>"},
+      {"DATA\r\nx\r\n.\r\n" + std::string("MAIL FROM:<a@example.org>\r\n") +
+           "RCPT TO:<demo@example.test>\r\nBDAT 4 LAST\r\na\rbc",
+       "bare <CR>"},  // a DATA message first: its reader's state must not hide the chunk's CR
+  };
+  for (const Case& c : cases) {
+    INFO(c.chunks);
+    Fixture f;
+    std::string r = f.send(kTxn + "RCPT TO:<demo@example.test>\r\n" + c.chunks);
+    if (c.reply.empty()) {
+      CHECK(r.find("bare") == std::string::npos);
+      CHECK(f.host.bodies.size() == 1);
+    } else {
+      CHECK(r.find(c.reply) != std::string::npos);
+      CHECK(f.host.closed);
+    }
+  }
+}
+
 TEST_CASE("the whole dialogue fed one byte at a time", "[lmtp_session]") {
   Fixture f;
   std::string r = f.send_bytes(kTxn + "RCPT TO:<demo@example.test>\r\nRCPT TO:<sys@example.test>\r\nDATA\r\n"

@@ -89,10 +89,69 @@ TEST_CASE("maildrop files") {
   CHECK_FALSE(mta::parse_maildrop("TERN-MAILDROP 1\nS " + std::string(5000, 'a') + "\n\n", off).ok());
 }
 
-TEST_CASE("to_crlf") {
-  CHECK(mta::to_crlf("a\nb\r\nc\n") == "a\r\nb\r\nc\r\n");
-  CHECK(mta::to_crlf("\n") == "\r\n");
-  CHECK(mta::to_crlf("no newline") == "no newline");
+TEST_CASE("maildrop addresses go through the SMTP grammar: nothing can ride along into MAIL FROM or RCPT TO") {
+  // RFC 5321 4.1.2: a Path is "<" Mailbox ">", and ESMTP parameters follow it on
+  // the command line; a maildrop record that closes the path early, or carries a
+  // line end or a NUL, would put its own parameters or commands after it.
+  const std::string nul("a\0b@example.org", 15);
+  struct Case {
+    std::string record;
+    bool ok;
+  } cases[] = {
+      {"S me@example.org", true},
+      {"S <me@example.org>", true},
+      {"S me", true},  // a bare user name gets @$myorigin at pickup
+      {"S <>", true},
+      {"S ", true},  // the submitting user
+      {"S \"john doe\"@example.org", true},
+      {"S j\xc3\xbcrgen@example.org", true},  // RFC 6531 UTF-8
+      {"S a@b> AUTH=<x>", false},
+      {"S <a@b> AUTH=<x>", false},
+      {"S a@b> SIZE=1", false},
+      {"S a@b@c", false},
+      {"S a b@c", false},
+      {"S <a@b", false},
+      {"S a@b\x01", false},
+      {"S a@b\t", false},
+      {"S " + nul, false},
+      {"S me\nR x@y", true},  // two records, both fine
+      {"S me\nR a@b> NOTIFY=NEVER", false},
+      {"S me\nR <a@b> ORCPT=rfc822;x@y", false},
+      {"S me\nR a@b>\rRCPT TO:<c@d>", false},
+      {"S me\nR " + nul, false},
+      {"S me\nR ", false},
+      {"S me\nR <>", false},
+      {"S me\nR a@-b", false},
+  };
+  for (const Case& c : cases) {
+    INFO(c.record);
+    size_t off = 0;
+    auto p = mta::parse_maildrop("TERN-MAILDROP 1\n" + c.record + "\n\nbody\n", off);
+    CHECK(p.ok() == c.ok);
+  }
+}
+
+TEST_CASE("parse_local_address: sendmail's and pickup's address rule") {
+  auto a = mta::parse_local_address("Me", "example.org");
+  REQUIRE(a.ok());
+  CHECK(a->address() == "Me@example.org");
+  a = mta::parse_local_address("<x@Y.example>", "example.org");
+  REQUIRE(a.ok());
+  CHECK(a->address() == "x@Y.example");
+  for (const char* bad : {"", "<>", "a@b> AUTH=<x>", "<a@b> NOTIFY=NEVER", "a\r@b", "a@b\r\nRSET", "@b", "a@"}) {
+    INFO(bad);
+    CHECK_FALSE(mta::parse_local_address(bad, "example.org").ok());
+  }
+}
+
+TEST_CASE("stale maildrop temporary files") {
+  const int64_t now = 1700000000;
+  CHECK(mta::stale_maildrop_temp(".1699990000.12.ab", now - mta::kMaildropStaleTempSeconds, now));
+  CHECK_FALSE(mta::stale_maildrop_temp(".1699990000.12.ab", now - mta::kMaildropStaleTempSeconds + 1, now));
+  CHECK_FALSE(mta::stale_maildrop_temp("1699990000.12.ab", 0, now));  // a finished file is pickup's
+  CHECK_FALSE(mta::stale_maildrop_temp(".", 0, now));
+  CHECK_FALSE(mta::stale_maildrop_temp("..", 0, now));
+  CHECK_FALSE(mta::stale_maildrop_temp("", 0, now));
 }
 
 TEST_CASE("streaming dot-stuffing gives the same bytes for any split") {
