@@ -162,7 +162,10 @@ Status Map::refresh() {
     if (type_ == "lmdb" && errno == ENOENT) e.message += " (run: ternctl postmap " + spec_ + ")";
     return e;
   }
-  if (st.st_ino == inode_ && st.st_mtim.tv_sec == mtime_.tv_sec && st.st_mtim.tv_nsec == mtime_.tv_nsec) return {};
+  if (st.st_ino == inode_ && st.st_mtim.tv_sec == mtime_.tv_sec && st.st_mtim.tv_nsec == mtime_.tv_nsec) {
+    owner_ = st.st_uid;  // chown changes neither
+    return {};
+  }
   if (type_ == "texthash") {
     Result<std::string> text = read_file(path_);
     if (!text) return text.take_error();
@@ -187,6 +190,7 @@ Status Map::refresh() {
   }
   inode_ = st.st_ino;
   mtime_ = st.st_mtim;
+  owner_ = st.st_uid;
   return {};
 }
 

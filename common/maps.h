@@ -46,6 +46,11 @@ class Map {
   // The value, nullopt when absent; an error when the table cannot be read.
   Result<std::optional<std::string>> lookup(const std::string& key);
   const std::string& spec() const { return spec_; }
+  // The owner of the file actually read: the compiled .lmdb for lmdb:/hash:/btree:
+  // (Postfix takes the owner of the .db file, dict_open's dict->owner), the source
+  // itself for texthash:. As of the last lookup (a table replaced by rename may have
+  // a new owner). local(8) runs |command and /file entries with this uid.
+  uid_t owner() const { return owner_; }
 
  private:
   Map() = default;
@@ -56,6 +61,7 @@ class Map {
   MapSyntax syntax_ = MapSyntax::kPostmap;
   struct timespec mtime_ = {0, 0};
   ino_t inode_ = 0;
+  uid_t owner_ = static_cast<uid_t>(-1);
   std::unique_ptr<lmdb::Env> env_;
   MDB_dbi dbi_ = 0;
   std::vector<std::pair<std::string, std::string>> text_;  // texthash: sorted entries

@@ -1,12 +1,15 @@
 #include "common/privilege.h"
 
+#include <dirent.h>
 #include <grp.h>
 #include <pwd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <optional>
 #include <vector>
 
 #include "common/config.h"
@@ -94,6 +97,36 @@ Status drop_privileges(const UserIds& user, gid_t gid) {
     return make_error(ErrorKind::kDenied, "privilege drop failed: root can be regained");
   }
   return {};
+}
+
+// close_range(2) where the kernel has it (5.9), else the fds /proc/self/fd lists.
+void close_fds_except(std::vector<int> keep) {
+  keep.insert(keep.end(), {0, 1, 2});
+  std::sort(keep.begin(), keep.end());
+  keep.erase(std::unique(keep.begin(), keep.end()), keep.end());
+  unsigned lo = 0;
+  bool ok = true;
+  for (int k : keep) {
+    if (k < 0) continue;
+    const unsigned u = static_cast<unsigned>(k);
+    if (u > lo && ::close_range(lo, u - 1, 0) < 0) ok = false;
+    lo = u + 1;
+  }
+  if (ok && ::close_range(lo, ~0u, 0) == 0) return;
+  std::vector<int> open;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    while (dirent* e = ::readdir(d)) {
+      std::optional<uint64_t> n = parse_u64(e->d_name);
+      if (n && static_cast<int>(*n) != ::dirfd(d)) open.push_back(static_cast<int>(*n));
+    }
+    ::closedir(d);
+  } else {
+    const long max = ::sysconf(_SC_OPEN_MAX);
+    for (int fd = 0; fd < (max > 0 ? max : 1024); ++fd) open.push_back(fd);
+  }
+  for (int fd : open) {
+    if (!std::binary_search(keep.begin(), keep.end(), fd)) ::close(fd);
+  }
 }
 
 ValidIds ValidIds::from_config(const Config& cfg) {

@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include <string>
+#include <vector>
 
 #include "common/result.h"
 
@@ -31,6 +32,11 @@ UserIds current_user();
 
 // Becomes `user` (and `gid`, normally user.gid) for good, then verifies.
 Status drop_privileges(const UserIds& user, gid_t gid);
+
+// Closes every fd of this process except `keep` and 0-2: a child that becomes
+// another user must not hold what its privileged parent holds (a socket to a
+// daemon, anything inherited before the jail).
+void close_fds_except(std::vector<int> keep);
 
 class Config;
 

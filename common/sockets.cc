@@ -302,4 +302,47 @@ int find_listen_fd(const std::vector<InheritedFd>& fds, const std::string& name)
   return -1;
 }
 
+std::string packet_escape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '\\') out += "\\\\";
+    else if (c == '\t') out += "\\t";
+    else if (c == '\n') out += "\\n";
+    else if (c == '\0') out += "\\0";
+    else out += c;
+  }
+  return out;
+}
+
+std::string packet_unescape(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\' && i + 1 < s.size()) {
+      char n = s[++i];
+      out += n == 't' ? '\t' : n == 'n' ? '\n' : n == '0' ? '\0' : n;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+std::string encode_packet(std::string_view verb, const std::vector<std::pair<std::string, std::string>>& kv) {
+  std::string out(verb);
+  for (const auto& [k, v] : kv) out += "\t" + k + "=" + packet_escape(v);
+  return out;
+}
+
+std::optional<PacketFields> parse_packet(std::string_view packet, std::string_view verb) {
+  std::vector<std::string> parts = split(packet, '\t');
+  if (parts.empty() || parts[0] != verb) return std::nullopt;
+  PacketFields f;
+  for (size_t i = 1; i < parts.size(); ++i) {
+    size_t eq = parts[i].find('=');
+    if (eq == std::string::npos) return std::nullopt;
+    f[parts[i].substr(0, eq)] = packet_unescape(std::string_view(parts[i]).substr(eq + 1));
+  }
+  return f;
+}
+
 }  // namespace tern::common::net

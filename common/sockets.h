@@ -6,7 +6,9 @@
 #include <sys/types.h>
 
 #include <functional>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,6 +41,16 @@ Result<std::vector<std::string>> listen_addresses(const std::vector<std::string>
 Status send_fd(int sock, int fd, std::string_view payload);
 // Receives a payload and at most one fd (returned invalid when none was sent).
 Result<std::pair<std::string, UniqueFd>> recv_fd(int sock, size_t max_payload);
+
+// The packets between a daemon and its privileged helper (tern-mda's delivery
+// helper, tern-mta's local helper): VERB TAB key=value TAB ..., values escaped
+// (\t \n \0 \\) so a packet is one record whatever the values hold.
+using PacketFields = std::map<std::string, std::string>;
+std::string packet_escape(std::string_view s);
+std::string packet_unescape(std::string_view s);
+std::string encode_packet(std::string_view verb, const std::vector<std::pair<std::string, std::string>>& kv);
+// nullopt unless it is `verb` followed by key=value fields.
+std::optional<PacketFields> parse_packet(std::string_view packet, std::string_view verb);
 
 // Accepts connections on a listening socket from the event loop.
 class Listener {

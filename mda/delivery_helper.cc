@@ -1,6 +1,5 @@
 #include "mda/delivery_helper.h"
 
-#include <dirent.h>
 #include <poll.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -28,51 +27,13 @@ using common::ErrorKind;
 using common::Result;
 using common::smtp::Reply;
 
-std::string helper_escape(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '\t') out += "\\t";
-    else if (c == '\n') out += "\\n";
-    else if (c == '\0') out += "\\0";
-    else out += c;
-  }
-  return out;
-}
-
-std::string helper_unescape(std::string_view s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\\' && i + 1 < s.size()) {
-      char n = s[++i];
-      out += n == 't' ? '\t' : n == 'n' ? '\n' : n == '0' ? '\0' : n;
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
-}
-
 namespace {
 
-using Fields = std::map<std::string, std::string>;
-
-std::optional<Fields> parse_packet(std::string_view packet, std::string_view verb) {
-  std::vector<std::string> parts = common::split(packet, '\t');
-  if (parts.empty() || parts[0] != verb) return std::nullopt;
-  Fields f;
-  for (size_t i = 1; i < parts.size(); ++i) {
-    size_t eq = parts[i].find('=');
-    if (eq == std::string::npos) return std::nullopt;
-    f[parts[i].substr(0, eq)] = helper_unescape(std::string_view(parts[i]).substr(eq + 1));
-  }
-  return f;
-}
+using Fields = common::net::PacketFields;
+using common::net::parse_packet;
 
 std::string encode(std::string_view verb, const std::vector<std::pair<std::string, std::string>>& kv) {
-  std::string out(verb);
-  for (const auto& [k, v] : kv) out += "\t" + k + "=" + helper_escape(v);
-  return out;
+  return common::net::encode_packet(verb, kv);
 }
 
 Outcome temp(std::string log) { return Outcome{Reply(451, "4.3.0", "Temporary internal failure"), std::move(log), "", 0}; }
@@ -174,39 +135,6 @@ common::Status become_user(const common::UserIds& target, gid_t gid, const Group
   return {};
 }
 
-// Closes every fd of this process except `keep` (and 0-2): a child that becomes a
-// user must not hold what the root helper holds (its socket to tern-mda, anything
-// inherited before the jail). close_range(2) where the kernel has it (5.9), else
-// the fds /proc/self/fd lists.
-void close_fds_except(std::vector<int> keep) {
-  keep.insert(keep.end(), {0, 1, 2});
-  std::sort(keep.begin(), keep.end());
-  keep.erase(std::unique(keep.begin(), keep.end()), keep.end());
-  unsigned lo = 0;
-  bool ok = true;
-  for (int k : keep) {
-    if (k < 0) continue;
-    const unsigned u = static_cast<unsigned>(k);
-    if (u > lo && ::close_range(lo, u - 1, 0) < 0) ok = false;
-    lo = u + 1;
-  }
-  if (ok && ::close_range(lo, ~0u, 0) == 0) return;
-  std::vector<int> open;
-  if (DIR* d = ::opendir("/proc/self/fd")) {
-    while (dirent* e = ::readdir(d)) {
-      std::optional<uint64_t> n = common::parse_u64(e->d_name);
-      if (n && static_cast<int>(*n) != ::dirfd(d)) open.push_back(static_cast<int>(*n));
-    }
-    ::closedir(d);
-  } else {
-    const long max = ::sysconf(_SC_OPEN_MAX);
-    for (int fd = 0; fd < (max > 0 ? max : 1024); ++fd) open.push_back(fd);
-  }
-  for (int fd : open) {
-    if (!std::binary_search(keep.begin(), keep.end(), fd)) ::close(fd);
-  }
-}
-
 uint64_t monotonic_ms() {
   timespec ts{};
   ::clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -269,7 +197,7 @@ Outcome serve(const common::Config& cfg, const Settings& settings, const Groups&
     std::vector<int> keep = common::log::fds();
     keep.push_back(wr.get());
     keep.push_back(msg_fd.get());
-    close_fds_except(std::move(keep));
+    common::close_fds_except(std::move(keep));
     common::UserIds target;
     target.name = mu.name;
     target.uid = mu.uid;

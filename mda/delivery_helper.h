@@ -43,6 +43,7 @@
 
 #include "common/config.h"
 #include "common/result.h"
+#include "common/sockets.h"
 #include "common/unique_fd.h"
 #include "mda/delivery.h"
 #include "mda/lmtp_session.h"
@@ -51,8 +52,8 @@ namespace tern::mda {
 
 inline constexpr size_t kMaxHelperPacket = 65536;
 
-std::string helper_escape(std::string_view s);
-std::string helper_unescape(std::string_view s);
+inline std::string helper_escape(std::string_view s) { return common::net::packet_escape(s); }
+inline std::string helper_unescape(std::string_view s) { return common::net::packet_unescape(s); }
 
 class DeliveryHelper {
  public:

@@ -18,6 +18,12 @@ const char* address_class_name(AddressClass c) {
   return "?";
 }
 
+std::pair<std::string, std::string> split_address(const std::string& a) {
+  size_t at = a.rfind('@');
+  if (at == std::string::npos) return {a, ""};
+  return {a.substr(0, at), a.substr(at + 1)};
+}
+
 std::pair<std::string, std::string> split_extension(std::string_view lp, std::string_view delimiters) {
   if (delimiters.empty()) return {std::string(lp), ""};
   size_t pos = lp.find_first_of(delimiters);

@@ -39,6 +39,11 @@ enum class AddressClass {
 };
 const char* address_class_name(AddressClass c);
 
+// "user@domain" split at the last '@' (a quoted local part may hold one; such
+// addresses never reach the expansion as routed ones are refused at RCPT, but be
+// exact): {"user", "domain"}, {a, ""} without '@'.
+std::pair<std::string, std::string> split_address(const std::string& a);
+
 // Splits "user+ext" at the first recipient_delimiter character: {"user", "+ext"}.
 // An empty delimiter set, or a delimiter at the start, splits nothing.
 std::pair<std::string, std::string> split_extension(std::string_view local_part, std::string_view delimiters);

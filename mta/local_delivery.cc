@@ -14,7 +14,9 @@
 #include <cstring>
 #include <ctime>
 
+#include "common/privilege.h"
 #include "common/text.h"
+#include "mta/address.h"
 
 extern char** environ;
 
@@ -51,12 +53,16 @@ LocalOutcome run_command(const LocalJob& job) {
     ::close(in[1]);
     return outcome('d', "4.3.0", std::string("pipe: ") + std::strerror(errno));
   }
-  std::string lp = job.recipient.substr(0, job.recipient.rfind('@'));
-  std::string domain = job.recipient.find('@') == std::string::npos ? "" : job.recipient.substr(job.recipient.rfind('@') + 1);
-  // Postfix local(8)'s environment for commands.
-  std::vector<std::string> env = {"PATH=/usr/bin:/bin", "SHELL=/bin/sh", "SENDER=" + job.sender,
-                                  "RECIPIENT=" + job.recipient, "LOCAL=" + lp, "DOMAIN=" + domain,
-                                  "QUEUE_ID=" + job.queue_id, "LANG=C"};
+  auto [lp, domain] = split_address(job.recipient);
+  const std::string ext = split_extension(lp, job.delimiters).second;  // "+ext"
+  // Postfix local(8)'s environment for commands (EXTERNAL COMMAND DELIVERY); nothing
+  // of tern-mta's own environment is passed on.
+  std::vector<std::string> env = {"PATH=/usr/bin:/bin", "SHELL=" + (job.shell.empty() ? std::string("/bin/sh") : job.shell),
+                                  "HOME=" + (job.home.empty() ? std::string("/") : job.home), "LOGNAME=" + job.user,
+                                  "USER=" + job.user, "SENDER=" + job.sender, "RECIPIENT=" + job.recipient,
+                                  "ORIGINAL_RECIPIENT=" + job.recipient, "LOCAL=" + lp, "EXTENSION=" + (ext.empty() ? ext : ext.substr(1)),
+                                  "DOMAIN=" + domain, "QUEUE_ID=" + job.queue_id, "LANG=C"};
+  const std::string cwd = job.home.empty() ? std::string("/") : job.home;
   std::vector<char*> envp;
   for (std::string& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);
@@ -67,6 +73,7 @@ LocalOutcome run_command(const LocalJob& job) {
     return outcome('d', "4.3.0", std::string("fork: ") + std::strerror(errno));
   }
   if (pid == 0) {
+    if (::chdir(cwd.c_str()) < 0 && ::chdir("/") < 0) ::_exit(EX_OSERR);
     ::setsid();
     ::dup2(in[0], 0);
     ::dup2(out[1], 1);
@@ -224,6 +231,16 @@ LocalOutcome deliver_local(const LocalJob& job) {
                                      " is restricted: the alias table's owner (uid " + std::to_string(job.owner) +
                                      ") is neither root nor the mail system");
   }
+  if (!job.user.empty()) return run_local(job);
+  LocalJob as_me = job;
+  const common::UserIds me = common::current_user();
+  as_me.user = me.name;
+  as_me.home = me.home;
+  as_me.shell = me.shell;
+  return run_local(as_me);
+}
+
+LocalOutcome run_local(const LocalJob& job) {
   return job.kind == LocalJob::Kind::kCommand ? run_command(job) : append_file(job);
 }
 

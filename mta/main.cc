@@ -15,9 +15,13 @@
 //           to and DNS answers are untrusted too (bounded replies, a pure client
 //           state machine, no password without TLS unless configured).
 // PRIVILEGE Runs as mail_owner (never root: daemon_main refuses). Owns the queue.
-//           Reads the TLS key before dropping privilege.
+//           Reads the TLS key before dropping privilege. Started as root, it first
+//           forks the local helper (local_helper.h), which keeps root to run
+//           |command and /file aliases as their table's owner or default_privs.
 // STANDARDS RFC 5321, 6409, 8314, 3207, 4954, 1870, 2920, 6152, 6531, 2034, 3030,
 //           3461, 3464, 2033 (client), 7505 (null MX), 4616 (PLAIN client).
+#include <unistd.h>
+
 #include <memory>
 
 #include "common/daemon.h"
@@ -26,6 +30,7 @@
 #include "common/text.h"
 #include "common/tls.h"
 #include "mta/authd_glue.h"
+#include "mta/local_helper.h"
 #include "mta/pickup.h"
 #include "mta/qmgr.h"
 #include "mta/queue_store.h"
@@ -44,12 +49,20 @@ int main(int argc, char** argv) {
   std::unique_ptr<mta::QueueManager> qmgr;
   std::unique_ptr<mta::SmtpServer> server;
   std::unique_ptr<mta::Pickup> pickup;
+  std::unique_ptr<mta::LocalHelper> local_helper;
 
   common::DaemonSpec spec;
   spec.name = "tern-mta";
   spec.log_service = "smtpd";
   spec.pre_jail = [&](common::DaemonContext& ctx) -> Status {
     const common::Config& cfg = ctx.config;
+    if (::geteuid() == 0) {
+      // First, before the TLS key is read: the root helper that runs alias
+      // commands and files as their table's owner (local_helper.h).
+      auto h = mta::LocalHelper::start(cfg);
+      if (!h) return h.take_error();
+      local_helper = std::move(h).value();
+    }
     const std::string cert = cfg.str("smtpd_tls_cert_file");
     if (!cert.empty() && common::to_lower(cfg.str("smtpd_tls_security_level")) != "none") {
       // Two contexts, as Postfix's smtpd_tls_ciphers / smtpd_tls_mandatory_ciphers:
@@ -131,6 +144,10 @@ int main(int argc, char** argv) {
                                            });
     if (!smtp) return smtp.take_error();
     qmgr = std::make_unique<mta::QueueManager>(loop, std::move(qs).value(), *queue, *tables, std::move(smtp).value());
+    if (local_helper) {
+      mta::LocalHelper* h = local_helper.get();
+      qmgr->set_local_delivery([h](const mta::LocalJob& job) { return h->deliver(job); });
+    }
     server = std::make_unique<mta::SmtpServer>(loop, std::move(settings).value(), *queue, *tables, tls, sasl.get(),
                                                resolver.get(),
                                                [&](const std::string& id) { qmgr->notify(id); });

@@ -38,6 +38,7 @@ Result<QmgrSettings> QmgrSettings::from_config(const common::Config& cfg) {
   s.maximal_queue_lifetime_s = static_cast<uint64_t>(cfg.seconds("maximal_queue_lifetime"));
   s.bounce_queue_lifetime_s = static_cast<uint64_t>(cfg.seconds("bounce_queue_lifetime"));
   s.delay_warning_s = static_cast<uint64_t>(cfg.seconds("delay_warning_time"));
+  s.command_time_limit_s = static_cast<unsigned>(cfg.seconds("command_time_limit"));
   s.active_limit = static_cast<size_t>(cfg.integer("qmgr_message_active_limit"));
   s.lmtp_concurrency = static_cast<size_t>(cfg.integer("lmtp_destination_concurrency_limit"));
   s.lmtp_recipient_limit = static_cast<size_t>(cfg.integer("lmtp_destination_recipient_limit"));
@@ -472,6 +473,8 @@ void QueueManager::deliver(const std::string& id) {
         job->sender = env.sender;
         job->recipient = r.orig_address;
         job->queue_id = env.queue_id;
+        job->delimiters = tables_.delimiters();
+        job->time_limit_s = s_.command_time_limit_s;
         Result<std::string> body = queue_.body(env.queue_id);
         if (!body) {
           record(i, simple('d', "local", "4.3.0", "cannot read queued message: " + body.error().message));
@@ -481,7 +484,7 @@ void QueueManager::deliver(const std::string& id) {
         auto out = std::make_shared<LocalOutcome>();
         ++a->outstanding;
         const double t0 = now_f();
-        loop_.queue_work([job, out] { *out = deliver_local(*job); },
+        loop_.queue_work([job, out, run = local_] { *out = run(*job); },
                          [record, settle, out, i, t0] {
                            Outcome o;
                            o.status = out->status;

@@ -6,7 +6,9 @@
 // Transports:
 //   local and virtual-mailbox recipients  LMTP to tern-mda (lmtp_client.h), at most
 //                                          lmtp_destination_concurrency_limit at once
-//   |command and /file from aliases       local_delivery.h, on the threadpool
+//   |command and /file from aliases       local_delivery.h, on the threadpool; as the
+//                                          table's owner through local_helper.h when
+//                                          tern-mta was started as root
 //   relay and remote recipients           SMTP (transport_smtp.h): one job per message
 //                                          and next hop (the recipient domain, or
 //                                          relayhost), smtp_destination_recipient_limit
@@ -45,6 +47,7 @@
 #include "common/config.h"
 #include "common/loop.h"
 #include "common/smtp_reply.h"
+#include "mta/local_delivery.h"
 #include "mta/queue_store.h"
 #include "mta/recipients.h"
 #include "mta/transport_smtp.h"
@@ -67,6 +70,7 @@ struct QmgrSettings {
   uint64_t lmtp_connect_timeout_ms = 30000;
   uint64_t lmtp_timeout_ms = 600000;
   size_t bounce_size_limit = 50000;
+  unsigned command_time_limit_s = 1000;
   // notify_classes and who gets each class (qualified with myorigin).
   bool notify_bounce = false, notify_2bounce = false, notify_delay = false;
   std::string bounce_notice_recipient, twobounce_notice_recipient, delay_notice_recipient;
@@ -99,6 +103,11 @@ class QueueManager {
   // id or ALL; the reply says how many messages it applied to.
   void admin(const std::string& verb, const std::string& arg, std::function<void(common::smtp::Reply)> done);
 
+  // Runs a |command or /file delivery (blocking, on the threadpool): deliver_local
+  // unless tern-mta has a local helper (local_helper.h) to run it as the table owner.
+  using LocalRunner = std::function<LocalOutcome(const LocalJob&)>;
+  void set_local_delivery(LocalRunner run) { local_ = std::move(run); }
+
   void stop();
   size_t active() const { return active_.size(); }
   const std::set<std::string>& active_ids() const { return active_; }
@@ -124,6 +133,7 @@ class QueueManager {
   QueueStore& queue_;
   RecipientTables& tables_;
   std::unique_ptr<SmtpTransport> smtp_;
+  LocalRunner local_ = deliver_local;
   common::ev::Timer timer_;
   std::multimap<int64_t, std::string> due_;     // when (unix seconds) -> queue id
   std::map<std::string, int64_t> scheduled_;    // queue id -> when

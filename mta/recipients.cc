@@ -64,24 +64,19 @@ Result<std::unique_ptr<RecipientTables>> RecipientTables::from_config(const comm
     };
   }
   if (!t->alias_maps_.empty()) {
-    x.alias = [self](const std::string& key) -> Result<std::optional<std::string>> {
+    x.alias = [self](const std::string& key) -> Result<std::optional<AliasHit>> {
       for (const std::string& spec : self->alias_maps_) {
         if (self->alias_table_missing(spec)) continue;
         Result<common::Map*> m = self->maps_.get(spec, common::MapSyntax::kAliases);
         if (!m) return m.take_error();
         Result<std::optional<std::string>> v = (*m)->lookup(key);
         if (!v) return common::make_error(ErrorKind::kTemp, v.error().message);
-        if (v->has_value()) return v;
+        // Commands and files of this entry run as the owner of this table (the
+        // file just read), as in Postfix local(8).
+        if (v->has_value()) return std::optional<AliasHit>(AliasHit{std::move(**v), (*m)->owner()});
       }
-      return std::optional<std::string>();
+      return std::optional<AliasHit>();
     };
-    // Commands and files from the alias table run with the privileges of its
-    // owner (Postfix local(8)); remember who owns the first table's source.
-    std::string first = t->alias_maps_.front();
-    size_t colon = first.find(':');
-    std::string src = colon == std::string::npos ? first : first.substr(colon + 1);
-    struct stat st;
-    if (::stat(src.c_str(), &st) == 0) x.alias_owner = st.st_uid;
   }
   x.classify = [self](const std::string& domain) { return self->domains_.classify(domain, false); };
   x.read_include = [](const std::string& path) -> Result<std::pair<std::string, uid_t>> {

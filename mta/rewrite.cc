@@ -10,14 +10,6 @@ using common::Status;
 
 namespace {
 
-// "user@domain" split at the last '@' (a quoted local part may hold one; such
-// addresses never reach here as routed ones are refused at RCPT, but be exact).
-std::pair<std::string, std::string> split_address(const std::string& a) {
-  size_t at = a.rfind('@');
-  if (at == std::string::npos) return {a, ""};
-  return {a.substr(0, at), a.substr(at + 1)};
-}
-
 Destination error_dest(std::string text, const std::string& orig) {
   Destination d;
   d.kind = Destination::Kind::kError;
@@ -105,7 +97,7 @@ Result<bool> Expander::has_virtual_alias(const std::string& address) {
 Result<bool> Expander::has_alias(const std::string& local_part) {
   if (!t_.alias) return false;
   auto [user, ext] = split_extension(local_part, t_.delimiters);
-  Result<std::optional<std::string>> v = t_.alias(local_part);
+  Result<std::optional<AliasHit>> v = t_.alias(local_part);
   if (!v) return v.take_error();
   if (v->has_value()) return true;
   if (ext.empty()) return false;
@@ -172,15 +164,15 @@ Status Expander::expand_one(const std::string& address, const std::string& orig,
   // 2. aliases(5), for local domains only.
   if (cls == AddressClass::kLocal && t_.alias) {
     auto [user, ext] = split_extension(local, t_.delimiters);
-    Result<std::optional<std::string>> a = t_.alias(common::to_lower(local));
+    Result<std::optional<AliasHit>> a = t_.alias(common::to_lower(local));
     if (!a) return a.take_error();
     if (!a->has_value() && !ext.empty()) {
       a = t_.alias(common::to_lower(user));
       if (!a) return a.take_error();
     }
     if (a->has_value()) {
-      return expand_alias_value(**a, common::to_lower(user), domain, orig, AliasSource::kAlias, t_.alias_owner, depth,
-                                out);
+      return expand_alias_value((*a)->value, common::to_lower(user), domain, orig, AliasSource::kAlias, (*a)->owner,
+                                depth, out);
     }
   }
   Destination d;

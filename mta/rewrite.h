@@ -40,11 +40,19 @@ struct Destination {
 // Where an alias entry came from, for allow_mail_to_commands / allow_mail_to_files.
 enum class AliasSource { kAlias, kInclude };
 
+// An aliases(5) entry and the owner of the table it was found in: each table of
+// alias_maps has its own (Postfix local(8) takes the owner of the table the entry
+// came from, not of the first one).
+struct AliasHit {
+  std::string value;
+  uid_t owner = static_cast<uid_t>(-1);
+};
+
 struct ExpandTables {
   using Lookup = std::function<common::Result<std::optional<std::string>>(const std::string& key)>;
+  using AliasLookup = std::function<common::Result<std::optional<AliasHit>>(const std::string& key)>;
   Lookup virtual_alias;  // keys "user@domain", "user", "@domain"; empty function: no table
-  Lookup alias;          // keys "user"; local domains only
-  uid_t alias_owner = static_cast<uid_t>(-1);
+  AliasLookup alias;     // keys "user"; local domains only
   std::function<common::Result<AddressClass>(const std::string& domain)> classify;
   // Reads an :include: file: its text and owner.
   std::function<common::Result<std::pair<std::string, uid_t>>(const std::string& path)> read_include;

@@ -80,3 +80,24 @@ TEST_CASE("texthash maps and missing tables") {
   CHECK_FALSE(Map::open("mysql:/etc/x", MapSyntax::kPostmap).ok());
   CHECK_FALSE(Map::open("lmdb:relative/path", MapSyntax::kPostmap).ok());
 }
+
+TEST_CASE("a map's owner is the owner of the file read: the .lmdb, or the texthash source") {
+  std::string dir = temp_dir();
+  std::string src = dir + "/aliases";
+  write(src, "a: b\n");
+  REQUIRE(compile_map("lmdb:" + src, MapSyntax::kAliases).ok());
+  auto compiled = Map::open("hash:" + src, MapSyntax::kAliases);
+  auto text = Map::open("texthash:" + src, MapSyntax::kAliases);
+  REQUIRE(compiled.ok());
+  REQUIRE(text.ok());
+  CHECK((*compiled)->owner() == ::geteuid());
+  CHECK((*text)->owner() == ::geteuid());
+  if (::geteuid() == 0) {
+    // Postfix takes the owner of the compiled file, not of its source.
+    REQUIRE(::chown((src + ".lmdb").c_str(), 1, 1) == 0);
+    REQUIRE((*compiled)->lookup("a").ok());
+    CHECK((*compiled)->owner() == 1);
+    REQUIRE((*text)->lookup("a").ok());
+    CHECK((*text)->owner() == 0);
+  }
+}

@@ -14,6 +14,7 @@ namespace {
 
 struct Fixture {
   std::map<std::string, std::string> virt, alias, includes;
+  std::map<std::string, uid_t> owners;  // alias name -> owner of its table (default 0)
   bool fail_alias = false;
   ExpandTables t;
   Fixture() {
@@ -21,12 +22,13 @@ struct Fixture {
       auto it = virt.find(k);
       return it == virt.end() ? std::optional<std::string>() : std::optional<std::string>(it->second);
     };
-    t.alias = [this](const std::string& k) -> common::Result<std::optional<std::string>> {
+    t.alias = [this](const std::string& k) -> common::Result<std::optional<mta::AliasHit>> {
       if (fail_alias) return common::make_error(common::ErrorKind::kTemp, "alias table down");
       auto it = alias.find(k);
-      return it == alias.end() ? std::optional<std::string>() : std::optional<std::string>(it->second);
+      if (it == alias.end()) return std::optional<mta::AliasHit>();
+      auto o = owners.find(k);
+      return std::optional<mta::AliasHit>(mta::AliasHit{it->second, o == owners.end() ? 0 : o->second});
     };
-    t.alias_owner = 0;
     t.classify = [](const std::string& d) -> common::Result<AddressClass> {
       if (d == "example.org" || d == "mail.example.org") return AddressClass::kLocal;
       if (d == "virtual.example") return AddressClass::kVirtualAlias;
@@ -107,6 +109,28 @@ TEST_CASE("commands and files only from the alias table by default") {
   CHECK(f.expand("inc@example.org") == V{"alice@example.org", "|/bin/evil", "file:/tmp/evil"});
   f.t.commands_from_alias = false;
   CHECK(f.expand("prog@example.org") == V{"error:5.7.1 mail to command is restricted"});
+}
+
+TEST_CASE("commands and files carry the owner of the table their entry came from") {
+  // Postfix local(8): the owner of the alias table the entry was found in, not of
+  // the first table; an :include: file's own owner for what it lists.
+  Fixture f;
+  f.t.commands_from_include = true;
+  f.alias["both"] = "rootprog, userprog, inc";
+  f.alias["rootprog"] = "|/bin/root-owned";
+  f.alias["userprog"] = "|/bin/user-owned, /var/tmp/user-file";
+  f.alias["inc"] = ":include:/etc/mail/inc";
+  f.includes["/etc/mail/inc"] = "|/bin/included\n";
+  f.owners["userprog"] = 1001;
+  Expander e(f.t);
+  auto r = e.expand("both@example.org");
+  REQUIRE(r.ok());
+  std::map<std::string, uid_t> got;
+  for (const Destination& d : *r) got[d.value] = d.owner;
+  CHECK(got == std::map<std::string, uid_t>{{"/bin/root-owned", 0},
+                                            {"/bin/user-owned", 1001},
+                                            {"/var/tmp/user-file", 1001},
+                                            {"/bin/included", 1000}});
 }
 
 TEST_CASE("virtual aliases, catch-all and extension propagation") {

@@ -1,0 +1,85 @@
+// |command and /file deliveries: who they run as (local_helper.h), the command's
+// environment, and files that are symlinks.
+#include "mta/local_delivery.h"
+
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "mta/local_helper.h"
+
+using namespace tern;
+
+namespace {
+std::string temp_dir() {
+  char tmpl[] = "/tmp/tern-local-test-XXXXXX";
+  REQUIRE(::mkdtemp(tmpl) != nullptr);
+  return tmpl;
+}
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+}  // namespace
+
+TEST_CASE("alias commands run as the table owner, default_privs for root, never root or mail_owner") {
+  const uid_t nobody = 65534, mail_owner = 995;
+  CHECK(mta::alias_delivery_uid(1001, nobody, mail_owner).value() == 1001);
+  CHECK(mta::alias_delivery_uid(0, nobody, mail_owner).value() == nobody);
+  auto owned_by_mail_owner = mta::alias_delivery_uid(mail_owner, nobody, mail_owner);
+  REQUIRE_FALSE(owned_by_mail_owner.ok());
+  CHECK(owned_by_mail_owner.error().message.find("mail_owner") != std::string::npos);
+  CHECK_FALSE(mta::alias_delivery_uid(0, 0, mail_owner).ok());           // default_privs = root
+  CHECK_FALSE(mta::alias_delivery_uid(0, mail_owner, mail_owner).ok());  // default_privs = mail_owner
+  CHECK_FALSE(mta::alias_delivery_uid(0, static_cast<uid_t>(-1), mail_owner).ok());  // unknown user
+  CHECK_FALSE(mta::alias_delivery_uid(static_cast<uid_t>(-1), nobody, mail_owner).ok());
+}
+
+TEST_CASE("a command gets Postfix local(8)'s environment and nothing of ours") {
+  const std::string dir = temp_dir();
+  ::setenv("TERN_TEST_SECRET", "leak", 1);
+  mta::LocalJob job;
+  job.kind = mta::LocalJob::Kind::kCommand;
+  job.target = "env > " + dir + "/env; pwd > " + dir + "/pwd";
+  job.sender = "alice@example.org";
+  job.recipient = "prog+ext@example.test";
+  job.queue_id = "4Xq9Kp2TyrzK1";
+  job.body = "Subject: x\r\n\r\nbody\r\n";
+  job.user = "someone";
+  job.home = dir;
+  job.shell = "/bin/sh";
+  job.time_limit_s = 10;
+  mta::LocalOutcome o = mta::run_local(job);
+  ::unsetenv("TERN_TEST_SECRET");
+  REQUIRE(o.status == 's');
+  const std::string env = slurp(dir + "/env");
+  for (const char* want : {"HOME=", "LOGNAME=someone\n", "USER=someone\n", "SHELL=/bin/sh\n",
+                           "SENDER=alice@example.org\n", "RECIPIENT=prog+ext@example.test\n", "LOCAL=prog+ext\n",
+                           "EXTENSION=ext\n", "DOMAIN=example.test\n"}) {
+    CHECK(env.find(want) != std::string::npos);
+  }
+  CHECK(env.find("HOME=" + dir + "\n") != std::string::npos);
+  CHECK(env.find("TERN_TEST_SECRET") == std::string::npos);
+  CHECK(slurp(dir + "/pwd") == dir + "\n");  // the working directory is HOME
+}
+
+TEST_CASE("a /file that is a symlink is refused, the target untouched") {
+  const std::string dir = temp_dir();
+  std::ofstream(dir + "/target") << "";
+  REQUIRE(::symlink((dir + "/target").c_str(), (dir + "/link").c_str()) == 0);
+  mta::LocalJob job;
+  job.kind = mta::LocalJob::Kind::kFile;
+  job.target = dir + "/link";
+  job.body = "Subject: x\r\n\r\nbody\r\n";
+  mta::LocalOutcome o = mta::run_local(job);
+  CHECK(o.status == 'b');
+  CHECK(slurp(dir + "/target").empty());
+  job.target = dir + "/plain";
+  CHECK(mta::run_local(job).status == 's');
+  CHECK(slurp(dir + "/plain").find("\nbody\n") != std::string::npos);
+}
