@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <sysexits.h>
 #include <unistd.h>
@@ -67,7 +68,13 @@ LocalOutcome run_command(const LocalJob& job) {
   for (std::string& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);
   std::string cmd = job.target;
-  pid_t pid = ::fork();
+  // A raw clone, not fork(): fork() runs the pthread_atfork handlers, and libuv's
+  // (uv__signal_global_reinit) closes the fds it recorded for its signal lock and
+  // opens a new pipe in the child. In a process that has since closed and reused
+  // those numbers (the local helper's job process, after close_fds_except) that
+  // took the command's stdin away and put a pipe's write end in its place. The
+  // child below makes only system calls before execve, so no handler is needed.
+  pid_t pid = static_cast<pid_t>(::syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0));
   if (pid < 0) {
     for (int fd : {in[0], in[1], out[0], out[1]}) ::close(fd);
     return outcome('d', "4.3.0", std::string("fork: ") + std::strerror(errno));
@@ -75,9 +82,13 @@ LocalOutcome run_command(const LocalJob& job) {
   if (pid == 0) {
     if (::chdir(cwd.c_str()) < 0 && ::chdir("/") < 0) ::_exit(EX_OSERR);
     ::setsid();
-    ::dup2(in[0], 0);
-    ::dup2(out[1], 1);
-    ::dup2(out[1], 2);
+    // dup2() onto itself keeps O_CLOEXEC: a pipe that already sits on 0, 1 or 2
+    // (a process started with those closed) would vanish at exec.
+    auto onto = [](int fd, int target) {
+      if (fd == target) return ::fcntl(fd, F_SETFD, 0) == 0;
+      return ::dup2(fd, target) == target;
+    };
+    if (!onto(in[0], 0) || !onto(out[1], 1) || !onto(out[1], 2)) ::_exit(EX_OSERR);
     ::signal(SIGPIPE, SIG_DFL);
     const char* argv[] = {"/bin/sh", "-c", cmd.c_str(), nullptr};
     ::execve("/bin/sh", const_cast<char* const*>(argv), envp.data());

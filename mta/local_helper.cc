@@ -164,6 +164,17 @@ LocalOutcome run_job(const common::Config& cfg, const HelperIds& ids, const Pack
   std::vector<int> keep = common::log::fds();
   keep.push_back(sock.get());
   common::close_fds_except(std::move(keep));
+  // 0, 1 and 2 open (on /dev/null when they were not), so no pipe or message fd
+  // of this job lands on them.
+  for (int fd = 0; fd < 3; ++fd) {
+    if (::fcntl(fd, F_GETFD) < 0) {
+      int n = ::open("/dev/null", O_RDWR);
+      if (n >= 0 && n != fd) {
+        ::dup2(n, fd);
+        ::close(n);
+      }
+    }
+  }
   Result<std::pair<std::string, common::UniqueFd>> req = common::net::recv_fd(sock.get(), kMaxLocalPacket);
   if (!req) ::_exit(0);
   std::optional<PacketFields> f = parse_packet(req->first, "DELIVER");

@@ -83,3 +83,30 @@ TEST_CASE("a /file that is a symlink is refused, the target untouched") {
   CHECK(mta::run_local(job).status == 's');
   CHECK(slurp(dir + "/plain").find("\nbody\n") != std::string::npos);
 }
+
+// The message reaches the command on its standard input (Postfix local(8)), LF line
+// ends, whatever fds the delivering process has open or closed.
+TEST_CASE("a command reads the message on its standard input") {
+  const std::string dir = temp_dir();
+  mta::LocalJob job;
+  job.kind = mta::LocalJob::Kind::kCommand;
+  job.target = "cat > " + dir + "/body";
+  job.recipient = "prog@example.test";
+  job.body = "Subject: x\r\n\r\nbody\r\n";
+  job.user = "someone";
+  job.home = dir;
+  job.time_limit_s = 10;
+  REQUIRE(mta::run_local(job).status == 's');
+  CHECK(slurp(dir + "/body") == "Subject: x\n\nbody\n");
+  for (int fd : {0, 1, 2}) {
+    SECTION("with fd " + std::to_string(fd) + " closed") {
+      const int saved = ::dup(fd);
+      ::close(fd);
+      mta::LocalOutcome o = mta::run_local(job);
+      ::dup2(saved, fd);
+      ::close(saved);
+      CHECK(o.status == 's');
+      CHECK(slurp(dir + "/body") == "Subject: x\n\nbody\n");
+    }
+  }
+}
