@@ -314,14 +314,21 @@ std::string packet_escape(std::string_view s) {
   return out;
 }
 
-std::string packet_unescape(std::string_view s) {
+std::optional<std::string> packet_unescape(std::string_view s) {
   std::string out;
+  out.reserve(s.size());
   for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\\' && i + 1 < s.size()) {
-      char n = s[++i];
-      out += n == 't' ? '\t' : n == 'n' ? '\n' : n == '0' ? '\0' : n;
-    } else {
+    if (s[i] != '\\') {
       out += s[i];
+      continue;
+    }
+    if (++i >= s.size()) return std::nullopt;
+    switch (s[i]) {
+      case '\\': out += '\\'; break;
+      case 't': out += '\t'; break;
+      case 'n': out += '\n'; break;
+      case '0': out += '\0'; break;
+      default: return std::nullopt;  // not what packet_escape() writes: a broken peer
     }
   }
   return out;
@@ -340,7 +347,9 @@ std::optional<PacketFields> parse_packet(std::string_view packet, std::string_vi
   for (size_t i = 1; i < parts.size(); ++i) {
     size_t eq = parts[i].find('=');
     if (eq == std::string::npos) return std::nullopt;
-    f[parts[i].substr(0, eq)] = packet_unescape(std::string_view(parts[i]).substr(eq + 1));
+    std::optional<std::string> v = packet_unescape(std::string_view(parts[i]).substr(eq + 1));
+    if (!v) return std::nullopt;
+    f[parts[i].substr(0, eq)] = std::move(*v);
   }
   return f;
 }

@@ -47,7 +47,8 @@ Result<std::pair<std::string, UniqueFd>> recv_fd(int sock, size_t max_payload);
 // (\t \n \0 \\) so a packet is one record whatever the values hold.
 using PacketFields = std::map<std::string, std::string>;
 std::string packet_escape(std::string_view s);
-std::string packet_unescape(std::string_view s);
+// nullopt for an escape packet_escape() never writes (a trailing or unknown '\\').
+std::optional<std::string> packet_unescape(std::string_view s);
 std::string encode_packet(std::string_view verb, const std::vector<std::pair<std::string, std::string>>& kv);
 // nullopt unless it is `verb` followed by key=value fields.
 std::optional<PacketFields> parse_packet(std::string_view packet, std::string_view verb);

@@ -53,7 +53,7 @@ namespace tern::mda {
 inline constexpr size_t kMaxHelperPacket = 65536;
 
 inline std::string helper_escape(std::string_view s) { return common::net::packet_escape(s); }
-inline std::string helper_unescape(std::string_view s) { return common::net::packet_unescape(s); }
+inline std::optional<std::string> helper_unescape(std::string_view s) { return common::net::packet_unescape(s); }
 
 class DeliveryHelper {
  public:

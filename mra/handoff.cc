@@ -2,43 +2,13 @@
 
 #include <vector>
 
+#include "common/sockets.h"
+
 namespace tern::mra::handoff {
-namespace {
 
-std::string escape(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (char c : s) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '\t') out += "\\t";
-    else if (c == '\n') out += "\\n";
-    else if (c == '\0') out += "\\0";
-    else out += c;
-  }
-  return out;
-}
-
-std::optional<std::string> unescape(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] != '\\') {
-      out += s[i];
-      continue;
-    }
-    if (++i >= s.size()) return std::nullopt;
-    switch (s[i]) {
-      case '\\': out += '\\'; break;
-      case 't': out += '\t'; break;
-      case 'n': out += '\n'; break;
-      case '0': out += '\0'; break;
-      default: return std::nullopt;
-    }
-  }
-  return out;
-}
-
-}  // namespace
+// Values are escaped as in every packet between Tern's processes (\t \n \0 \\).
+using common::net::packet_escape;
+using common::net::packet_unescape;
 
 std::string encode(std::string_view verb, const Fields& fields) {
   std::string out(verb);
@@ -46,7 +16,7 @@ std::string encode(std::string_view verb, const Fields& fields) {
     out += '\t';
     out += k;
     out += '=';
-    out += escape(v);
+    out += packet_escape(v);
   }
   return out;
 }
@@ -63,7 +33,7 @@ std::optional<Packet> decode(std::string_view data) {
     std::string_view item = data.substr(start, pos == std::string_view::npos ? std::string_view::npos : pos - start);
     size_t eq = item.find('=');
     if (eq == std::string_view::npos || eq == 0) return std::nullopt;
-    std::optional<std::string> v = unescape(item.substr(eq + 1));
+    std::optional<std::string> v = packet_unescape(item.substr(eq + 1));
     if (!v) return std::nullopt;
     if (!p.fields.emplace(std::string(item.substr(0, eq)), std::move(*v)).second) return std::nullopt;  // duplicate key
   }

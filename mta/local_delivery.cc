@@ -36,13 +36,7 @@ std::string to_lf(const std::string& in) {
   return out;
 }
 
-LocalOutcome outcome(char st, const char* dsn, std::string text) {
-  LocalOutcome o;
-  o.status = st;
-  o.dsn = dsn;
-  o.text = std::move(text);
-  return o;
-}
+LocalOutcome outcome(char st, const char* dsn, std::string text) { return local_outcome(st, dsn, std::move(text)); }
 
 bool owner_ok(uid_t owner) { return owner == static_cast<uid_t>(-1) || owner == 0 || owner == ::geteuid(); }
 
@@ -253,6 +247,14 @@ LocalOutcome deliver_local(const LocalJob& job) {
 
 LocalOutcome run_local(const LocalJob& job) {
   return job.kind == LocalJob::Kind::kCommand ? run_command(job) : append_file(job);
+}
+
+LocalOutcome local_outcome(char status, const char* dsn, std::string text) {
+  LocalOutcome o;
+  o.status = status;
+  o.dsn = dsn;
+  o.text = std::move(text);
+  return o;
 }
 
 }  // namespace tern::mta

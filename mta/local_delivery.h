@@ -44,6 +44,7 @@ struct LocalOutcome {
   std::string dsn;         // "2.0.0"
   std::string text;        // "delivered to command: ...", "Command died with status 1: ..."
 };
+LocalOutcome local_outcome(char status, const char* dsn, std::string text);
 
 // Blocking; call from the threadpool. Refuses an owner that is neither root nor
 // this process's uid (see PRIVILEGE), then run_local().

@@ -29,13 +29,7 @@ using common::net::PacketFields;
 
 namespace {
 
-LocalOutcome outcome(char st, const char* dsn, std::string text) {
-  LocalOutcome o;
-  o.status = st;
-  o.dsn = dsn;
-  o.text = std::move(text);
-  return o;
-}
+LocalOutcome outcome(char st, const char* dsn, std::string text) { return local_outcome(st, dsn, std::move(text)); }
 
 std::string encode_outcome(const LocalOutcome& o) {
   return encode_packet("DONE", {{"status", std::string(1, o.status)}, {"dsn", o.dsn}, {"text", o.text.substr(0, 1000)}});
