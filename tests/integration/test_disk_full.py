@@ -6,6 +6,7 @@ lost, and once space returns every message is delivered, once.
 
 Each file system is a small tmpfs the test mounts (root only), filled with a filler
 file to the last few kilobytes."""
+import errno
 import os
 import smtplib
 import subprocess
@@ -38,12 +39,30 @@ def mount_small():
 
 
 def fill(path, leave):
-    """Fills the file system of `path` up to `leave` free bytes; returns the filler."""
-    st = os.statvfs(path)
-    free = st.f_bavail * st.f_frsize
+    """Fills the file system of `path` up to about `leave` free bytes; returns the filler.
+
+    Written in chunks against a fresh statvfs each time: the daemons may still be
+    writing (an index, a log), so a single write of the free space seen once can
+    itself run out. Running out is not an error here: the filler gives `leave`
+    bytes back."""
     filler = os.path.join(path, "filler")
-    with open(filler, "wb") as f:
-        f.write(b"\0" * max(0, free - leave))
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        written = 0
+        while True:
+            st = os.statvfs(path)
+            want = st.f_bavail * st.f_frsize - leave
+            if want <= 0:
+                break
+            try:
+                written += os.write(fd, b"\0" * min(want, 1024 * 1024))
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+                os.ftruncate(fd, max(0, written - leave))
+                break
+    finally:
+        os.close(fd)
     return filler
 
 
