@@ -35,11 +35,18 @@ namespace {
 constexpr size_t kMaxReplyLine = 4096;
 constexpr size_t kChunk = 64 << 10;
 
-class LmtpSession : public std::enable_shared_from_this<LmtpSession> {
+class LmtpSession final : public LmtpInFlight, public std::enable_shared_from_this<LmtpSession> {
  public:
   LmtpSession(common::ev::Loop& loop, std::unique_ptr<LmtpJob> job, std::function<void(LmtpOutcome)> done)
       : loop_(loop), job_(std::move(job)), done_(std::move(done)), lines_(kMaxReplyLine) {
     out_.relay = "tern-mda[" + job_->socket_path + "]";
+  }
+
+  void abandon() override {
+    done_ = nullptr;
+    state_ = State::kDone;
+    if (conn_) conn_->abort();
+    auto last = std::move(self_);  // freed when the caller lets go
   }
 
   void start() {
@@ -311,9 +318,11 @@ class LmtpSession : public std::enable_shared_from_this<LmtpSession> {
 
 }  // namespace
 
-void lmtp_deliver(common::ev::Loop& loop, std::unique_ptr<LmtpJob> job, std::function<void(LmtpOutcome)> done) {
+std::weak_ptr<LmtpInFlight> lmtp_deliver(common::ev::Loop& loop, std::unique_ptr<LmtpJob> job,
+                                         std::function<void(LmtpOutcome)> done) {
   auto s = std::make_shared<LmtpSession>(loop, std::move(job), std::move(done));
   s->start();
+  return s;
 }
 
 }  // namespace tern::mta

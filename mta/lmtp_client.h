@@ -52,8 +52,18 @@ struct LmtpOutcome {
   double transfer_seconds = 0;// delays= d
 };
 
-// Runs one delivery; `done` runs once on the loop thread.
-void lmtp_deliver(common::ev::Loop& loop, std::unique_ptr<LmtpJob> job, std::function<void(LmtpOutcome)> done);
+// A delivery in flight. abandon() (at shutdown) aborts its connection and drops
+// `done` unrun: the message stays queued, and the retry after the next start is
+// deduplicated by its delivery id. The handle expires when the delivery finishes.
+class LmtpInFlight {
+ public:
+  virtual ~LmtpInFlight() = default;
+  virtual void abandon() = 0;
+};
+
+// Runs one delivery; `done` runs once on the loop thread, unless abandoned.
+std::weak_ptr<LmtpInFlight> lmtp_deliver(common::ev::Loop& loop, std::unique_ptr<LmtpJob> job,
+                                         std::function<void(LmtpOutcome)> done);
 
 // Streaming dot-stuffing for DATA: call feed() with consecutive pieces of the body
 // (CRLF line endings), then finish() for the end of the body and the end marker.

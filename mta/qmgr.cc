@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cctype>
 #include <ctime>
+#include <utility>
 
 #include "common/fault.h"
 #include "common/log.h"
@@ -135,6 +136,11 @@ QueueManager::~QueueManager() {
 void QueueManager::stop() {
   stopping_ = true;
   if (smtp_) smtp_->stop();
+  // LMTP sessions still talking to tern-mda end now, while the loop can still
+  // close their connections (they own themselves until their outcome).
+  for (auto& w : std::exchange(lmtp_in_flight_, {})) {
+    if (auto d = w.lock()) d->abandon();
+  }
 }
 
 Status QueueManager::start() {
@@ -618,7 +624,8 @@ void QueueManager::deliver(const std::string& id) {
         if (!body) return fail_all(body.error().message);
         (*job)->inline_body = std::move(body).value();
       }
-      lmtp_deliver(loop_, std::move(*job), [record, settle, group, release](LmtpOutcome o) {
+      std::erase_if(lmtp_in_flight_, [](const std::weak_ptr<LmtpInFlight>& w) { return w.expired(); });
+      lmtp_in_flight_.push_back(lmtp_deliver(loop_, std::move(*job), [record, settle, group, release](LmtpOutcome o) {
         common::fault::point("mta.after_lmtp_reply");  // the crash tests' window: replied, not yet recorded
         for (size_t k = 0; k < group.size(); ++k) {
           const common::smtp::Reply& rep =
@@ -635,7 +642,7 @@ void QueueManager::deliver(const std::string& id) {
         }
         release();
         settle();
-      });
+      }));
     });
   }
   settle();

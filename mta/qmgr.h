@@ -43,6 +43,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "common/config.h"
 #include "common/loop.h"
@@ -53,6 +54,8 @@
 #include "mta/transport_smtp.h"
 
 namespace tern::mta {
+
+class LmtpInFlight;  // mta/lmtp_client.h
 
 struct QmgrSettings {
   std::string myhostname;
@@ -144,6 +147,7 @@ class QueueManager {
   std::deque<std::function<void()>> lmtp_waiting_;
   std::mt19937 rng_{std::random_device{}()};
   bool stopping_ = false;
+  std::vector<std::weak_ptr<LmtpInFlight>> lmtp_in_flight_;  // for stop()
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

@@ -19,10 +19,12 @@ USER = "demo@example.test"
 FAST = {"auth_failure_delay": "0", "auth_penalty_max": "0", "disable_plaintext_auth": "no", "mail_fsync": "never"}
 
 
-def make_mra(settings=None, users=(USER,), start=True):
+def make_mra(settings=None, users=(USER,), start=True, expect_crashes=False):
     s = dict(FAST)
     s.update(settings or {})
     t = Tern(settings=s)
+    if expect_crashes:
+        t.expect_crashes()
     prepare_mail_dir(t)
     if start:
         t.start()

@@ -491,8 +491,19 @@ def test_processes_run_as_the_configured_users(mra):
     c.logout()
 
 
-def test_a_crashed_worker_takes_only_its_sessions(mra):
+@pytest.fixture
+def crashing_mra(request):
+    t = make_mra(expect_crashes=True)
+    yield t
+    t.stop()
+    rep = getattr(request.node, "rep_call", None)
+    if not (rep is not None and rep.failed):
+        t.cleanup()
+
+
+def test_a_crashed_worker_takes_only_its_sessions(crashing_mra):
     import signal
+    mra = crashing_mra
     deliver(mra, USER, "survive")
     c = imap(mra)
     c.select("INBOX")
