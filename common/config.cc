@@ -390,7 +390,21 @@ Status Config::check_value(const KeyDef& def, const std::string& value, const st
     return make_error(ErrorKind::kConfig, where + ": parameter '" + def.name + "': " + why);
   };
   switch (def.type) {
-    case KeyType::kString:
+    case KeyType::kString: {
+      // String keys that take one of a few words.
+      static const std::pair<std::string_view, std::vector<std::string_view>> kChoices[] = {
+          {"seccomp_filter", {"yes", "log", "no"}},
+      };
+      for (const auto& [name, words] : kChoices) {
+        if (name != def.name) continue;
+        const std::string v = to_lower(value);
+        if (std::find(words.begin(), words.end(), v) != words.end()) return {};
+        std::string list;
+        for (std::string_view w : words) list += (list.empty() ? "" : ", ") + std::string(w);
+        return bad("'" + log_escape(value, 64) + "' is not one of " + list);
+      }
+      return {};
+    }
     case KeyType::kList:
       return {};
     case KeyType::kBool:

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "common/log.h"
+#include "common/safe_path.h"
 #include "common/services.h"
 #include "common/text.h"
 
@@ -62,6 +63,23 @@ void init_logging(const Config& cfg, const std::string& service, bool debug) {
   }
   log::init(o);
 }
+
+namespace {
+
+// chroot into `dir`, reached and checked through a descriptor (safe_path.h): only
+// root can write it or any directory above it.
+Status enter_chroot(const std::string& dir) {
+  log::before_chroot();
+  Result<UniqueFd> fd = open_directory_safely(dir, DirOwner{0, 0});
+  if (!fd) return fd.take_error();
+  if (Status s = check_trusted_directory(fd->get(), dir); !s) return s;
+  if (::fchdir(fd->get()) != 0) return errno_error("fchdir", errno);
+  if (::chroot(".") != 0) return errno_error("chroot", errno);
+  if (::chdir("/") != 0) return errno_error("chdir /", errno);
+  return {};
+}
+
+}  // namespace
 
 int daemon_main(int argc, char** argv, const DaemonSpec& spec) {
   std::string config_path = default_config_path();
@@ -156,6 +174,15 @@ int daemon_main(int argc, char** argv, const DaemonSpec& spec) {
           if (!g) log::fatal_exit(EX_NOUSER, "mail_gid: %s", g.error().message.c_str());
           gid = *g;
         }
+        if (!spec.chroot_key.empty() && ctx.config.boolean(spec.chroot_key)) {
+          const std::string dir = ctx.config.str("base_dir");
+          if (Status s = enter_chroot(dir); !s) {
+            log::fatal_exit(EX_UNAVAILABLE, "%s: %s = yes: cannot chroot into %s: %s",
+                            ctx.config.origin(spec.chroot_key).c_str(), spec.chroot_key.c_str(), dir.c_str(),
+                            s.error().message.c_str());
+          }
+          ctx.chroot_dir = dir;
+        }
         if (Status s = drop_privileges(*user, gid); !s) log::fatal_exit(EX_OSERR, "%s", s.error().message.c_str());
       }
     }
@@ -173,6 +200,12 @@ int daemon_main(int argc, char** argv, const DaemonSpec& spec) {
     if (Status s = spec.post_jail(ctx); !s) {
       log::fatal_exit(s.error().kind == ErrorKind::kConfig ? EX_CONFIG : EX_UNAVAILABLE, "%s",
                       s.error().message.c_str());
+    }
+  }
+
+  if (spec.sandbox) {
+    if (Status s = sandbox::enter(ctx.config, *spec.sandbox); !s) {
+      log::fatal_exit(s.error().kind == ErrorKind::kConfig ? EX_CONFIG : EX_OSERR, "%s", s.error().message.c_str());
     }
   }
 

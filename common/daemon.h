@@ -15,6 +15,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,7 @@
 #include "common/loop.h"
 #include "common/privilege.h"
 #include "common/result.h"
+#include "common/sandbox.h"
 #include "common/sockets.h"
 
 namespace tern::common {
@@ -34,6 +36,9 @@ struct DaemonContext {
   std::vector<net::InheritedFd> listen_fds;    // every listener this daemon serves
   UserIds user;                                 // who we run as after the drop
   bool under_master = false;                    // started by tern-master
+  // Set when the process chrooted (DaemonSpec::chroot_key): its paths are then
+  // relative to this directory ("/auth-client" is <dir>/auth-client).
+  std::string chroot_dir;
   // Set by post_jail. on_stop: SIGTERM/SIGINT, stop accepting and end the loop when
   // the sessions are done (the master kills us after master_stop_timeout anyway).
   // on_reload: SIGHUP.
@@ -50,6 +55,14 @@ struct DaemonSpec {
   bool may_run_as_root = false;  // only where DESIGN.md says the daemon needs root
   std::function<Status(DaemonContext&)> pre_jail;
   std::function<Status(DaemonContext&)> post_jail;
+  // Network-facing daemons: the seccomp profile entered after post_jail, before
+  // the first client byte (common/sandbox.h). Unset: no filter (only no_new_privs
+  // where the daemon sets it itself).
+  std::optional<sandbox::Profile> sandbox;
+  // A yes/no key (login_chroot): when set and started as root, the process chroots
+  // into base_dir (root's, writable by root alone; it holds only sockets) after
+  // looking up its user and before dropping to it, as Dovecot's login chroot.
+  std::string chroot_key;
 };
 
 // Runs the daemon; returns the process exit code.

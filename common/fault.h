@@ -11,6 +11,10 @@
 // there: the first process to reach it removes the file (so each armed point fires
 // once, across restarts), writes "<name>.<pid>" beside it, and stops itself with
 // SIGSTOP. The test waits for that file, then kills what it wants with SIGKILL.
+// With TERN_FAULT_ACTION=exec in the environment, a process reaching an armed
+// point instead tries to execve /bin/true, as an attacker's code would (the
+// seccomp tests: the filter must kill it with SIGSYS); the file stays until the
+// test removes it.
 //
 // Not for production use, not an API: names are whatever the crash tests arm.
 #pragma once

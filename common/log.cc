@@ -106,6 +106,12 @@ void emit(Level level, std::string_view service, const std::string& text) {
 
 }  // namespace
 
+void before_chroot() {
+  if (g_options.sink == Sink::kSyslog) open_syslog();
+  ::tzset();  // localtime_r reads /etc/localtime once, here
+  (void)timestamp();
+}
+
 void init(const Options& options) {
   g_options = options;
   char host[256] = {};

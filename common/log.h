@@ -40,6 +40,9 @@ struct Options {
 
 // Sets up logging for this process. Safe to call again (after a config reload).
 void init(const Options& options);
+// Connects to syslog and loads the time zone now: after a chroot, /dev/log and
+// /etc/localtime are out of reach (a syslogd restart then falls back to stderr).
+void before_chroot();
 const Options& options();
 // The fds logging writes to (the maillog_file, the syslog socket), so that a process
 // that closes every fd it does not need keeps these, and never has its log lines

@@ -103,7 +103,7 @@ void Supervisor::spawn(Child& c) {
       "TERN_CONFIG=" + config_path_,
       "LISTEN_PID=00000000000000000000",  // the child writes its pid here
   };
-  for (const char* keep : {"PATH", "TZ", "LANG", "LC_ALL", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "TERN_FAULT_DIR"}) {
+  for (const char* keep : {"PATH", "TZ", "LANG", "LC_ALL", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "TERN_FAULT_DIR", "TERN_FAULT_ACTION"}) {
     if (const char* v = std::getenv(keep)) env_strings.push_back(std::string(keep) + "=" + v);
   }
   std::vector<char*> envp;

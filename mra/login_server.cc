@@ -8,6 +8,7 @@
 #include <cstring>
 #include <optional>
 
+#include "common/fault.h"
 #include "common/connection.h"
 #include "common/log.h"
 #include "common/text.h"
@@ -164,6 +165,9 @@ std::vector<std::string> LoginServer::offered_mechanisms() const {
   return out;
 }
 
+// base_dir, or "" inside the login chroot (which is base_dir: login_chroot).
+std::string LoginServer::socket_dir() const { return ctx_.chroot_dir.empty() ? cfg_.str("base_dir") : ""; }
+
 Status LoginServer::start() {
   for (const std::string& m : cfg_.list("auth_mechanisms")) {
     std::string u;
@@ -171,7 +175,7 @@ Status LoginServer::start() {
     mechanisms_.push_back(u);
   }
   common::auth::AuthClient::Options ao;
-  ao.socket_path = cfg_.str("base_dir") + "/auth-client";
+  ao.socket_path = socket_dir() + "/auth-client";
   auth_ = std::make_unique<common::auth::AuthClient>(*ctx_.loop, ao);
   auth_->connect([](Status s) {
     if (!s) common::log::warning("tern-authd: %s (logins fail until it answers)", s.error().message.c_str());
@@ -224,6 +228,7 @@ void LoginServer::maybe_stopped() {
 }
 
 void LoginServer::accept(UniqueFd fd, const std::string& service) {
+  common::fault::point("mra.login.accept");  // the sandbox tests
   auto c = std::make_shared<Client>();
   c->id = ++next_id_;
   c->imap = service == "imap" || service == "imaps";
@@ -474,7 +479,7 @@ void LoginServer::hand_over(const std::shared_ptr<Client>& c, uint32_t auth_id, 
       {"ok", ok_line},
   };
   std::string packet = handoff::frame(handoff::encode("LOGIN", f));
-  Result<UniqueFd> sock = common::net::connect_unix(cfg_.str("base_dir") + "/mra-postlogin");
+  Result<UniqueFd> sock = common::net::connect_unix(socket_dir() + "/mra-postlogin");
   if (!sock) {
     common::log::Channel(c->service).error("cannot reach tern-mra-postlogin: %s", sock.error().message.c_str());
     fail_handover(c, "temp", "");

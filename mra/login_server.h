@@ -65,6 +65,7 @@ class LoginServer {
   // secrets), once its handshake has said which; before that, all of auth_mechanisms.
   std::vector<std::string> offered_mechanisms() const;
 
+  std::string socket_dir() const;
   common::DaemonContext& ctx_;
   const common::Config& cfg_;
   std::shared_ptr<common::tls::Context> tls_;

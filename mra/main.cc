@@ -16,7 +16,9 @@
 //           never from the login process. After login, the worker parses the
 //           authenticated user's commands with the same bounded parsers.
 // PRIVILEGE The login process runs as default_login_user, with no access to mail (it
-//           never opens a mailbox or the index). A worker runs as the mail owner's
+//           never opens a mailbox or the index), chrooted into base_dir
+//           (login_chroot) and under the seccomp login profile (common/sandbox.h:
+//           no exec, no fork, no network sockets, no writing files). A worker runs as the mail owner's
 //           uid and gid (virtual users: mail_uid/mail_gid) and refuses root.
 // STANDARDS RFC 3501, RFC 9051, RFC 2177 (IDLE), RFC 4315 (UIDPLUS), RFC 6851 (MOVE),
 //           RFC 6154 (SPECIAL-USE), RFC 2342 (NAMESPACE), RFC 2971 (ID), RFC 5161
@@ -44,6 +46,8 @@ int main(int argc, char** argv) {
     server = std::make_unique<tern::mra::LoginServer>(ctx);
     return server->prepare();
   };
+  spec.sandbox = sandbox::Profile::kLogin;
+  spec.chroot_key = "login_chroot";
   spec.post_jail = [&](DaemonContext& ctx) -> Status {
     if (Status s = server->start(); !s) return s;
     ctx.on_stop = [&] {

@@ -386,7 +386,8 @@ class Postlogin {
     for (std::string& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
     std::vector<std::string> env = {"TERN_MRA_WORKER_FD=3", "TERN_CONFIG=" + ctx_.config_path};
-    for (const char* keep : {"PATH", "TZ", "LANG", "LC_ALL", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"}) {
+    for (const char* keep : {"PATH", "TZ", "LANG", "LC_ALL", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS",
+                             "TERN_FAULT_DIR", "TERN_FAULT_ACTION"}) {
       if (const char* v = std::getenv(keep)) env.push_back(std::string(keep) + "=" + v);
     }
     std::vector<char*> envp;

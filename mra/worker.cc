@@ -15,11 +15,13 @@
 #include <memory>
 #include <set>
 
+#include "common/fault.h"
 #include "common/connection.h"
 #include "common/daemon.h"
 #include "common/log.h"
 #include "common/maildir.h"
 #include "common/privilege.h"
+#include "common/sandbox.h"
 #include "common/sockets.h"
 #include "common/text.h"
 #include "mda/delivery.h"
@@ -444,6 +446,7 @@ class Worker {
       return;
     }
     s->store = std::move(store).value();
+    common::fault::point("mra.worker.session");  // the sandbox tests
     if (imap) {
       imap::SessionConfig sc;
       sc.tls = p.get("tls") == "1";
@@ -629,6 +632,11 @@ int worker_main(int argc, char** argv) {
     };
     sigterm->start(SIGTERM, stop);
     sigint->start(SIGINT, stop);
+    // Last: the sessions' bytes come only after this (common/sandbox.h).
+    if (Status s = common::sandbox::enter(cfg, common::sandbox::Profile::kWorker); !s) {
+      common::log::fatal_exit(s.error().kind == common::ErrorKind::kConfig ? EX_CONFIG : EX_OSERR, "%s",
+                              s.error().message.c_str());
+    }
     loop.run();
   }
   return 0;

@@ -18,6 +18,8 @@
 //           Reads the TLS key before dropping privilege. Started as root, it first
 //           forks the local helper (local_helper.h), which keeps root to run
 //           |command and /file aliases as their table's owner or default_privs.
+//           Then no_new_privs and the seccomp mta profile (common/sandbox.h): no
+//           exec, no fork, no ptrace; sockets of the inet, inet6, unix families.
 // STANDARDS RFC 5321, 6409, 8314, 3207, 4954, 1870, 2920, 6152, 6531, 2034, 3030,
 //           3461, 3464, 2033 (client), 7505 (null MX), 4616 (PLAIN client).
 #include <unistd.h>
@@ -89,6 +91,7 @@ int main(int argc, char** argv) {
     }
     return {};
   };
+  spec.sandbox = common::sandbox::Profile::kMta;
   spec.post_jail = [&](common::DaemonContext& ctx) -> Status {
     const common::Config& cfg = ctx.config;
     common::ev::Loop& loop = *ctx.loop;

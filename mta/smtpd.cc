@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/fault.h"
 #include "common/connection.h"
 #include "common/line_reader.h"
 #include "common/log.h"
@@ -1856,6 +1857,7 @@ SmtpServer::~SmtpServer() {
 void SmtpServer::listen(int fd, Port port, const std::string& name) {
   auto l = std::make_unique<common::net::Listener>(loop_, common::UniqueFd(::dup(fd)), name);
   l->start([this, port](common::UniqueFd cfd) {
+    common::fault::point("mta.smtpd.accept");  // the sandbox tests
     common::net::Connection::Options o;
     auto conn = common::net::Connection::adopt(loop_, std::move(cfd), o);
     auto s = std::make_shared<Session>(*this, conn, port);

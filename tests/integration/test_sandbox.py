@@ -1,0 +1,126 @@
+"""Defence in depth (issue 11, finding 9): tern-mta, the IMAP/POP3 login process and
+the session workers run with no_new_privs and a seccomp filter (common/sandbox.h);
+code an attacker got running in one of them cannot exec a program.
+
+The escape attempt is a fault point in the test build (common/fault.h) with
+TERN_FAULT_ACTION=exec: the process that reaches it calls execve("/bin/true"), as
+injected code would. Under the filter the kernel kills it with SIGSYS (signal 31)
+and the supervisor logs that; without the filter the exec succeeds and /bin/true
+exits 0 (or the process exits 111 if exec failed for another reason), and the
+test times out waiting for "killed by signal"."""
+import os
+import smtplib
+import tempfile
+
+import pytest
+
+from mra_helpers import PW, USER, imap, make_mra, mra_pids
+from tern_harness import SANITIZED, Tern, wait_for
+
+
+def status_fields(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+@pytest.fixture
+def mra(request):
+    t = make_mra()
+    yield t
+    t.stop()
+    rep = getattr(request.node, "rep_call", None)
+    if not (rep is not None and rep.failed):
+        t.cleanup()
+
+
+def test_network_facing_processes_run_filtered_and_root_ones_do_not(mra):
+    c = imap(mra)  # a worker for the user
+    c.select("INBOX")
+    pids = mra_pids(mra)
+    filtered = {"tern-mta": mra.pid_of("mta"), "login": pids["login"], "worker": pids["workers"][0]}
+    for name, pid in filtered.items():
+        st = status_fields(pid)
+        assert st["NoNewPrivs"] == "1", name
+        assert st["Seccomp"] == "2", name  # SECCOMP_MODE_FILTER
+    # The post-login process forks and execs workers as users: no filter there.
+    assert status_fields(pids["postlogin"])["Seccomp"] == "0"
+    c.logout()
+
+
+def test_login_process_is_chrooted_into_base_dir(mra):
+    """Dovecot's login chroot: the process that parses every pre-login byte sees only
+    base_dir (root's; the sockets it talks to)."""
+    pids = mra_pids(mra)
+    base_dir = mra.settings["base_dir"]
+    assert os.readlink(f"/proc/{pids['login']}/root") == os.path.realpath(base_dir)
+    assert os.readlink(f"/proc/{mra.pid_of('mta')}/root") == "/"
+    c = imap(mra)  # logins still reach tern-authd and the post-login process
+    assert c.select("INBOX")[0] == "OK"
+    c.logout()
+
+
+def test_login_chroot_no_keeps_the_root(tmp_path):
+    t = make_mra(settings={"login_chroot": "no"})
+    try:
+        assert os.readlink(f"/proc/{mra_pids(t)['login']}/root") == "/"
+    finally:
+        t.stop()
+        t.cleanup()
+
+
+def test_seccomp_filter_no_leaves_only_no_new_privs(tmp_path):
+    t = make_mra(settings={"seccomp_filter": "no"})
+    try:
+        st = status_fields(t.pid_of("mta"))
+        assert st["NoNewPrivs"] == "1" and st["Seccomp"] == "0"
+    finally:
+        t.stop()
+        t.cleanup()
+
+
+def test_a_bad_seccomp_filter_value_names_the_key():
+    t = Tern(settings={"seccomp_filter": "sometimes"})
+    try:
+        with pytest.raises(Exception):
+            t.start()
+        out = open(os.path.join(t.dir, "master.stderr")).read() + t.log()
+        assert "tern.conf:" in out and "parameter 'seccomp_filter': 'sometimes' is not one of yes, log, no" in out
+    finally:
+        t.stop()
+
+
+@pytest.mark.skipif(SANITIZED, reason="an ASan build's filter allows execve for ASan's symbolizer (sandbox.h)")
+@pytest.mark.parametrize("point", ["mta.smtpd.accept", "mra.login.accept", "mra.worker.session"])
+def test_injected_exec_is_killed_by_the_filter(monkeypatch, point):
+    fdir = tempfile.mkdtemp(prefix="tern-fault-", dir="/tmp")
+    os.chmod(fdir, 0o777)  # not sticky: a worker (the user's uid) removes root's file
+    monkeypatch.setenv("TERN_FAULT_DIR", fdir)
+    monkeypatch.setenv("TERN_FAULT_ACTION", "exec")
+    # The login chroot (base_dir) hides the fault directory from the login process.
+    t = make_mra(settings={"login_chroot": "no"} if point == "mra.login.accept" else None)
+    try:
+        open(os.path.join(fdir, point), "w").close()
+        os.chmod(os.path.join(fdir, point), 0o666)
+        try:
+            if point.startswith("mta"):
+                smtplib.SMTP("127.0.0.1", t.port("smtp"), timeout=5).ehlo()
+            else:
+                imap(t, USER, PW).select("INBOX")
+        except Exception:
+            pass  # the process serving us died: that is the point
+        log = t.wait_log("killed by signal", timeout=30)
+        os.unlink(os.path.join(fdir, point))
+        assert "killed by signal 31 (Bad system call)" in log, log[-2000:]
+        # The supervisor started a new one, which serves.
+        if point.startswith("mta"):
+            wait_for(lambda: t.status()["mta"]["state"] == "running", 30, what="tern-mta restarted")
+            s = smtplib.SMTP("127.0.0.1", t.port("smtp"), timeout=10)
+            assert s.ehlo()[0] == 250
+            s.quit()
+        else:
+            c = imap(t, USER, PW)
+            assert c.select("INBOX")[0] == "OK"
+            c.logout()
+    finally:
+        t.stop()
+        t.cleanup()
