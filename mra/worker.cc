@@ -596,6 +596,7 @@ int worker_main(int argc, char** argv) {
   ::mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
   common::Config cfg = common::load_config_or_exit(config_path, overrides);
   common::init_logging(cfg, "imap", debug);
+  common::raise_open_file_limit();  // up to mra_worker_client_limit sessions, a descriptor each
   if (::geteuid() == 0 || ::getuid() == 0) common::log::fatal_exit(EX_NOPERM, "tern-mra --worker refuses to run as root");
   // exec reset the dumpable flag that the uid change had cleared: set it again before
   // the first session brings a user's mail in.
