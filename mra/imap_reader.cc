@@ -94,12 +94,22 @@ std::string_view command_tag(std::string_view line) {
 
 ImapReader::ImapReader(const ReaderLimits& limits) : lim_(limits), lines_(limits.max_line) {}
 
+ImapReader::~ImapReader() { reset_command(); }
+
 void ImapReader::set_limits(const ReaderLimits& limits) {
+  if (lim_.budget != limits.budget && reserved_ > 0) {
+    // A reservation goes back to the budget it came from.
+    if (lim_.budget) lim_.budget->release(reserved_);
+    reserved_ = 0;
+  }
   lim_ = limits;
   lines_.set_max_line(limits.max_line);
 }
 
 void ImapReader::reset_command() {
+  if (reserved_ > 0 && lim_.budget) lim_.budget->release(reserved_);
+  reserved_ = 0;
+  discard_ = false;
   cmd_.text.clear();
   cmd_.literals.clear();
   in_literal_ = false;
@@ -118,7 +128,7 @@ ImapReader::Status ImapReader::next() {
   for (;;) {
     if (in_literal_) {
       std::string_view v = lines_.take_raw(literal_left_ > SIZE_MAX ? SIZE_MAX : static_cast<size_t>(literal_left_));
-      cmd_.text.append(v);
+      if (!discard_) cmd_.text.append(v);
       literal_left_ -= v.size();
       if (literal_left_ > 0) return Status::kNeedMore;
       in_literal_ = false;
@@ -153,6 +163,11 @@ ImapReader::Status ImapReader::on_line(std::string_view line) {
   size_t line_offset = cmd_.text.size();
   cmd_.text.append(line);
   if (!m.found) {
+    if (discard_) {
+      refusal_ = limit_refusal();
+      reset_command();
+      return Status::kLiteralRefused;
+    }
     delivered_ = true;
     return Status::kCommand;
   }
@@ -176,12 +191,35 @@ ImapReader::Status ImapReader::on_line(std::string_view line) {
     reset_command();
     return Status::kFatal;
   }
+  if (is_append_ && lim_.budget && !discard_) {
+    // Before "+": the client sends nothing a refusal would have to skip.
+    if (lim_.budget->reserve(m.size)) {
+      reserved_ += m.size;
+    } else if (m.sync) {
+      refusal_ = limit_refusal();
+      reset_command();
+      return Status::kLiteralRefused;
+    } else {
+      discard_ = true;  // read it and drop it, then refuse the whole command
+    }
+  }
+  if (discard_ && m.sync) {
+    refusal_ = limit_refusal();
+    reset_command();
+    return Status::kLiteralRefused;
+  }
   cmd_.literals.push_back(
       LiteralSpan{line_offset + m.brace, cmd_.text.size(), static_cast<size_t>(m.size), m.binary});
   in_literal_ = true;
   literal_left_ = m.size;
   if (m.sync) return Status::kContinue;
   return Status::kNeedMore;
+}
+
+std::string ImapReader::limit_refusal() const {
+  std::string_view tag = command_tag(cmd_.text);
+  return (tag.empty() ? std::string("*") : std::string(tag)) +
+         " NO [LIMIT] Too many messages being uploaded at once, try again later.";
 }
 
 ImapReader::Status ImapReader::next_line(std::string& out) {

@@ -279,6 +279,7 @@ class Worker {
   // the loop still runs, then stops the loop.
   Worker(common::ev::Loop& loop, const common::Config& cfg, int ctl, std::function<void()> done)
       : loop_(loop), cfg_(cfg), ctl_(ctl), done_(std::move(done)), watcher_(loop, [this](uint64_t s) { wake(s); }) {
+    append_budget_.limit = cfg_.bytes("mra_worker_append_memory_limit");
     ctl_watch_ = std::make_unique<common::ev::FdWatch>(loop, ctl_.get());
     trim_timer_ = std::make_unique<common::ev::Timer>(loop);
     ctl_watch_->start(UV_READABLE, [this](int, int) { on_control(); });
@@ -449,6 +450,7 @@ class Worker {
       sc.tls = p.get("tls") == "1";
       sc.limits.max_line = static_cast<size_t>(cfg_.bytes("imap_max_line_length"));
       sc.limits.max_append = cfg_.bytes("imap_append_limit");
+      sc.limits.budget = &append_budget_;
       sc.max_bad_commands = static_cast<int>(cfg_.integer("imap_max_bad_commands"));
       sc.now = [] { return static_cast<int64_t>(::time(nullptr)); };
       s->wstore = std::make_unique<WatchingStore>(s->store, watcher_, s->id);
@@ -559,6 +561,9 @@ class Worker {
 
   common::ev::Loop& loop_;
   const common::Config& cfg_;
+  // The APPEND literals all sessions of this worker hold (mra_worker_append_memory_limit);
+  // declared before sessions_, whose readers give their reservations back to it.
+  imap::MemoryBudget append_budget_;
   UniqueFd ctl_;
   std::function<void()> done_;
   bool ctl_open_ = true;

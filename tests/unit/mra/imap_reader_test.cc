@@ -150,3 +150,50 @@ TEST_CASE("command_tag", "[imap][reader]") {
   CHECK(command_tag("a{1 x") == "");
   CHECK(command_tag("") == "");
 }
+
+TEST_CASE("ImapReader: APPEND literals share one memory budget, NO [LIMIT] past it", "[imap][reader]") {
+  // RFC 5530 3: LIMIT, "an implementation limit of some kind"; the worker's sessions
+  // share the budget, so the second upload is refused while the first is held.
+  MemoryBudget budget;
+  budget.limit = 100;
+  ReaderLimits lim;
+  lim.budget = &budget;
+  ImapReader a(lim), b(lim);
+  a.feed("a1 APPEND INBOX {60}\r\n");
+  CHECK(a.next() == S::kContinue);
+  CHECK(budget.used == 60);
+  b.feed("b1 APPEND INBOX {60}\r\n");
+  REQUIRE(b.next() == S::kLiteralRefused);
+  CHECK(b.refusal() == "b1 NO [LIMIT] Too many messages being uploaded at once, try again later.");
+  // A smaller one fits beside it; other commands are not counted.
+  b.feed("b2 APPEND INBOX {40}\r\n");
+  CHECK(b.next() == S::kContinue);
+  b.feed(std::string(40, 'x') + "\r\nb3 LOGIN {5}\r\n");
+  CHECK(b.next() == S::kCommand);
+  CHECK(budget.used == 100);
+  CHECK(b.next() == S::kContinue);  // the command is done: b2's 40 bytes go back
+  CHECK(budget.used == 60);
+  a.feed(std::string(60, 'y') + "\r\n");
+  CHECK(a.next() == S::kCommand);
+  CHECK(a.command().text.size() == 22 - 2 + 60);
+  CHECK(a.next() == S::kNeedMore);
+  CHECK(budget.used == 0);
+  b.feed("hello\r\n");
+  CHECK(b.next() == S::kCommand);
+
+  // A non-synchronising literal over the budget is already on its way: its bytes are
+  // read and dropped, then the command is refused and the next one is framed intact.
+  ImapReader c(lim);
+  a.feed("a2 APPEND INBOX {90}\r\n");
+  CHECK(a.next() == S::kContinue);
+  c.feed("c1 APPEND INBOX {50+}\r\n" + std::string(50, 'z') + " {3+}\r\nabc\r\nc2 NOOP\r\n");
+  CHECK(c.next() == S::kLiteralRefused);
+  CHECK(c.refusal() == "c1 NO [LIMIT] Too many messages being uploaded at once, try again later.");
+  REQUIRE(c.next() == S::kCommand);
+  CHECK(c.command().text == "c2 NOOP");
+  CHECK(budget.used == 90);
+  // A reader that goes away gives its reservation back.
+  { ImapReader d(lim); }
+  a.clear();
+  CHECK(budget.used == 0);
+}
