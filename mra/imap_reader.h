@@ -67,6 +67,11 @@ struct ReaderLimits {
   uint64_t max_append = 50ull << 20;
   // Whether {n+} is accepted (the session announces LITERAL+ when it is).
   bool literal_plus = true;
+  // APPEND messages larger than this are not held: their bytes are handed out as
+  // they arrive (kSpoolStart, kSpoolData) for the session to write to its store's
+  // spool (Maildir tmp/), so a message of any size up to max_append costs the worker
+  // one read buffer. UINT64_MAX: never (before login).
+  uint64_t spool_above = UINT64_MAX;
   // Shared by the readers of one process; null for none. An APPEND literal that does
   // not fit is refused "NO [LIMIT]": a synchronising one from its announcement, a
   // non-synchronising one (its bytes are on the way) after they are read and dropped.
@@ -79,6 +84,7 @@ struct LiteralSpan {
   size_t data = 0;    // offset of its first data byte (right after "}")
   size_t size = 0;    // data bytes
   bool binary = false;  // literal8 "~{n}" (RFC 3516)
+  bool spooled = false; // its data went to the spool (kSpoolData): text holds none of it
 };
 
 // A framed command: its lines joined, each literal's data right after its "{n}",
@@ -96,6 +102,9 @@ class ImapReader {
     kContinue,        // send a continuation request ("+ ..."); the literal follows
     kLiteralRefused,  // send refusal(); the command is dropped
     kFatal,           // send "* BYE " + error() and close the connection
+    kSpoolStart,      // an APPEND literal of spool_size() bytes is coming, too big to
+                      // hold: open a spool, then accept_spool() or refuse_spool()
+    kSpoolData,       // spool_data() holds the literal's next bytes, for the spool
   };
 
   explicit ImapReader(const ReaderLimits& limits = {});
@@ -107,6 +116,21 @@ class ImapReader {
   Status next();
   // The command after kCommand; valid until the next call to next().
   RawCommand& command() { return cmd_; }
+
+  // After kSpoolStart: the literal's announced size.
+  uint64_t spool_size() const { return literal_left_; }
+  // After kSpoolStart: whether the literal is synchronising (the client waits for
+  // "+", which the session sends once the spool is open).
+  bool spool_sync() const { return spool_sync_; }
+  // After kSpoolStart: the spool is open; kSpoolData follows.
+  void accept_spool() { spool_pending_ = false; }
+  // After kSpoolStart: no spool (quota, disk). A synchronising literal is dropped
+  // with its command at once (the session sends `refusal`, the tagged line without
+  // CRLF); a non-synchronising one is read and dropped first, then next() says
+  // kLiteralRefused with `refusal`.
+  void refuse_spool(std::string refusal);
+  // After kSpoolData: the bytes, valid until the next call.
+  std::string_view spool_data() const { return spool_data_; }
 
   // After kLiteralRefused: the complete tagged response line, without CRLF.
   const std::string& refusal() const { return refusal_; }
@@ -144,6 +168,11 @@ class ImapReader {
   bool delivered_ = false;  // cmd_ was handed out and must be reset before reuse
   uint64_t reserved_ = 0;   // taken from lim_.budget for this command's literals
   bool discard_ = false;    // the command is refused: its literal bytes are dropped
+  bool spooling_ = false;   // the literal being read goes out as kSpoolData
+  bool spool_pending_ = false;  // kSpoolStart said, accept_spool()/refuse_spool() not yet
+  bool spool_sync_ = false;
+  std::string_view spool_data_;
+  std::string discard_refusal_;  // the refusal after a dropped non-synchronising literal
   std::string refusal_;
   std::string error_;
 };

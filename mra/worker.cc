@@ -250,6 +250,11 @@ class WatchingStore : public MailStore {
                               std::optional<int64_t> date) override {
     return store_->append(name, message, flags, date);
   }
+  Result<std::unique_ptr<Spool>> begin_spool(uint64_t size) override { return store_->begin_spool(size); }
+  Result<AppendResult> append_spool(const std::string& name, std::unique_ptr<Spool> spool,
+                                    const std::vector<std::string>& flags, std::optional<int64_t> date) override {
+    return store_->append_spool(name, std::move(spool), flags, date);
+  }
   Result<QuotaInfo> quota() override { return store_->quota(); }
 
  private:
@@ -271,6 +276,12 @@ Status mkdir_p(const std::string& path) {
 
 // How long a worker stays without sessions before it returns its free heap.
 constexpr uint64_t kTrimDelayMs = 1000;
+
+// APPEND messages above this size go to the store's spool (Maildir tmp/) as they
+// arrive, instead of into memory: a 200 MB upload then costs the worker a read buffer,
+// not 200 MB (twice, with the LF conversion). Below it, the one write at the end is
+// cheaper than a file per chunk, and the memory is counted in append_budget_.
+constexpr uint64_t kAppendSpoolAbove = 64 * 1024;
 
 class Worker {
  public:
@@ -451,6 +462,7 @@ class Worker {
       sc.limits.max_line = static_cast<size_t>(cfg_.bytes("imap_max_line_length"));
       sc.limits.max_append = cfg_.bytes("imap_append_limit");
       sc.limits.budget = &append_budget_;
+      sc.limits.spool_above = kAppendSpoolAbove;
       sc.max_bad_commands = static_cast<int>(cfg_.integer("imap_max_bad_commands"));
       sc.now = [] { return static_cast<int64_t>(::time(nullptr)); };
       s->wstore = std::make_unique<WatchingStore>(s->store, watcher_, s->id);
