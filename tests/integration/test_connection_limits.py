@@ -338,7 +338,8 @@ def test_append_memory_budget_of_a_worker(instances):
     data after a tagged NO instead of "+"), and the session goes on. Once the first
     upload is stored the second fits, and both are stored whole."""
     from mra_helpers import Raw, maildir_of
-    t = make_tern({"mra_worker_append_memory_limit": "1m", "mra_workers_per_uid": "1"})
+    # Messages up to 64 KiB are held in memory (larger ones are spooled to tmp/).
+    t = make_tern({"mra_worker_append_memory_limit": "100k", "mra_workers_per_uid": "1"})
     instances.append(t)
 
     def login():
@@ -348,7 +349,7 @@ def test_append_memory_budget_of_a_worker(instances):
         assert r.until(b"l ")[-1].startswith(b"l OK")
         return r
 
-    size = 700_000
+    size = 60_000
     first = b"Subject: first\r\n\r\n" + b"1" * (size - 20) + b"\r\n"
     second = b"Subject: second\r\n\r\n" + b"2" * (size - 21) + b"\r\n"
     assert len(first) == len(second) == size
@@ -376,4 +377,91 @@ def test_append_memory_budget_of_a_worker(instances):
                 stored.add(f.read())
     # Maildir keeps LF line ends (FETCH BODY[] gives the CRLF back).
     assert stored == {first.replace(b"\r\n", b"\n"), second.replace(b"\r\n", b"\n")}
+    assert t.status()["mra-postlogin"]["restarts"] == 0
+
+
+def to_lf(data):
+    """common::mime::to_lf(): the CR of a CRLF goes unless a CR precedes it."""
+    out = bytearray()
+    n = len(data)
+    for i, b in enumerate(data):
+        if b == 13 and i + 1 < n and data[i + 1] == 10 and (i == 0 or data[i - 1] != 13):
+            continue
+        out.append(b)
+    return bytes(out)
+
+
+def vm_hwm_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_big_append_is_streamed_to_tmp_not_held(instances):
+    """RFC 3501 6.3.11 APPEND of a 200 MB message (under imap_append_limit, the
+    APPENDLIMIT of RFC 7889): the worker writes the literal into the Maildir's tmp/
+    as it arrives and renames it into place, so its peak RSS (VmHWM) grows far less
+    than the message; the stored message is the one sent, FETCH BODY[] gives a
+    spooled message back byte for byte, a non-synchronising literal (RFC 7888) is
+    spooled too, and a message over APPENDLIMIT still gets NO [TOOBIG]."""
+    import hashlib
+    from mra_helpers import Raw, maildir_of, mra_pids
+    t = make_tern({"imap_append_limit": "300m", "mra_workers_per_uid": "1"})
+    instances.append(t)
+
+    def login():
+        r = Raw(t.port("imap"), timeout=120)
+        assert r.line().startswith(b"* OK")
+        r.send(f"l LOGIN {USER} {PW}\r\n".encode())
+        assert r.until(b"l ")[-1].startswith(b"l OK")
+        return r
+
+    r = login()
+    worker = mra_pids(t)["workers"][0]
+    hwm0 = vm_hwm_kib(worker)
+    header = b"Subject: big\r\n\r\n"
+    block = b"".join(b"%07d " % i + b"x" * 90 + b"\r\n" for i in range(10_000))  # 1,000,000 bytes
+    blocks = 200
+    size = len(header) + blocks * len(block)
+    r.send(b"a1 APPEND INBOX {%d}\r\n" % size)
+    assert r.line().startswith(b"+")
+    t0 = time.monotonic()
+    r.send(header)
+    for _ in range(blocks):
+        r.send(block)
+    r.send(b"\r\n")
+    assert r.until(b"a1 ")[-1].startswith(b"a1 OK [APPENDUID")
+    elapsed = time.monotonic() - t0
+    hwm1 = vm_hwm_kib(worker)
+    print(f"\nAPPEND of {size} bytes in {elapsed:.1f} s: worker VmHWM {hwm0} -> {hwm1} KiB")
+    assert (hwm1 - hwm0) * 1024 < size // 8, (hwm0, hwm1)
+
+    box = maildir_of(t, USER)
+    want = hashlib.sha256(to_lf(header))
+    lf_block = to_lf(block)
+    for _ in range(blocks):
+        want.update(lf_block)
+    files = [os.path.join(box, "new", n) for n in os.listdir(os.path.join(box, "new"))]
+    assert len(files) == 1 and os.listdir(os.path.join(box, "tmp")) == []
+    got = hashlib.sha256()
+    with open(files[0], "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            got.update(chunk)
+    assert got.hexdigest() == want.hexdigest()
+
+    # Byte for byte through FETCH, a non-synchronising literal, and APPENDLIMIT.
+    small = b"Subject: s\r\n\r\n" + b"".join(b"line %d\r\n" % i for i in range(20_000))  # ~200 KB, spooled
+    r.send(b"a2 APPEND INBOX {%d+}\r\n" % len(small) + small + b"\r\n")
+    assert r.until(b"a2 ")[-1].startswith(b"a2 OK [APPENDUID")
+    r.send(b"a3 APPEND INBOX {400000000}\r\n")
+    assert r.line() == b"a3 NO [TOOBIG] Message too big"
+    r.close()
+    m = imaplib.IMAP4("127.0.0.1", t.port("imap"), timeout=60)
+    assert m.login(USER, PW)[0] == "OK"
+    m.select("INBOX")
+    typ, data = m.fetch("2", "(BODY.PEEK[])")
+    assert typ == "OK" and data[0][1] == small
+    m.logout()
     assert t.status()["mra-postlogin"]["restarts"] == 0
