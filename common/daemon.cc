@@ -1,6 +1,7 @@
 #include "common/daemon.h"
 
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sysexits.h>
 #include <unistd.h>
 
@@ -81,6 +82,32 @@ Status enter_chroot(const std::string& dir) {
 
 }  // namespace
 
+uint64_t open_file_limit() {
+  rlimit r{};
+  if (::getrlimit(RLIMIT_NOFILE, &r) < 0) return 1024;
+  return r.rlim_cur == RLIM_INFINITY ? UINT64_MAX : static_cast<uint64_t>(r.rlim_cur);
+}
+
+uint64_t raise_open_file_limit() {
+  rlimit r{};
+  if (::getrlimit(RLIMIT_NOFILE, &r) < 0) {
+    log::warning("getrlimit RLIMIT_NOFILE: %s", std::strerror(errno));
+    return 1024;
+  }
+  const rlim_t was = r.rlim_cur;
+  if (r.rlim_cur != r.rlim_max) {
+    r.rlim_cur = r.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &r) < 0) {
+      log::warning("setrlimit RLIMIT_NOFILE %llu: %s", static_cast<unsigned long long>(r.rlim_max),
+                   std::strerror(errno));
+      r.rlim_cur = was;
+    }
+  }
+  log::info("open file limit %llu (was %llu, hard limit %llu)", static_cast<unsigned long long>(r.rlim_cur),
+            static_cast<unsigned long long>(was), static_cast<unsigned long long>(r.rlim_max));
+  return r.rlim_cur == RLIM_INFINITY ? UINT64_MAX : static_cast<uint64_t>(r.rlim_cur);
+}
+
 int daemon_main(int argc, char** argv, const DaemonSpec& spec) {
   std::string config_path = default_config_path();
   std::vector<std::string> overrides;
@@ -116,6 +143,7 @@ int daemon_main(int argc, char** argv, const DaemonSpec& spec) {
   ctx.overrides = overrides;
   ctx.config = load_config_or_exit(config_path, overrides);
   init_logging(ctx.config, spec.log_service, debug);
+  raise_open_file_limit();
 
   const char* master_pid_env = std::getenv("TERN_MASTER_PID");
   const uint64_t master_pid = master_pid_env ? parse_u64(master_pid_env).value_or(0) : 0;

@@ -65,6 +65,14 @@ struct DaemonSpec {
   std::string chroot_key;
 };
 
+// Raises the soft RLIMIT_NOFILE to the hard limit and logs both: each connection a
+// network daemon holds is a descriptor, and the soft limit is often 1024 while the
+// hard one allows far more. Returns the soft limit now in force. daemon_main calls
+// it for every daemon; tern-mra's workers, which do not start there, call it too.
+uint64_t raise_open_file_limit();
+// The soft RLIMIT_NOFILE in force.
+uint64_t open_file_limit();
+
 // Runs the daemon; returns the process exit code.
 int daemon_main(int argc, char** argv, const DaemonSpec& spec);
 

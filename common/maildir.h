@@ -150,6 +150,10 @@ class Delivery {
     bool existed = false;
   };
   Result<Committed> commit_once(const std::string& name, Fsync fsync, DirSyncer* syncer);
+  // Commits into another maildir of the same Maildir++ tree (a folder, when the
+  // message was begun in the root's tmp/ before its folder was known): the rename
+  // stays on one file system.
+  void retarget(std::string maildir) { maildir_ = std::move(maildir); }
   // Unlinks the tmp file.
   void abort();
   uint64_t size() const { return size_; }

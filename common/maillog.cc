@@ -82,6 +82,11 @@ std::string reject(std::string_view qid, std::string_view stage, std::string_vie
   return emit("smtpd", t);
 }
 
+std::string reject_connect(std::string_view service, std::string_view addr, uint16_t port, std::string_view reason) {
+  return emit(service, "NOQUEUE: reject: CONNECT from [" + esc(addr) + "]:" + std::to_string(port) + ": " +
+                           std::string(reason));
+}
+
 std::string sasl_failed(std::string_view client, std::string_view mechanism, std::string_view reason) {
   // The shape fail2ban's postfix[mode=auth] filter matches.
   std::string t = std::string(client) + ": SASL " + esc(mechanism) + " authentication failed: " + esc(reason);

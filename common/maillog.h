@@ -41,6 +41,9 @@ std::string reject(std::string_view queue_id_or_noqueue, std::string_view stage,
                    std::string_view reply, std::string_view from, std::string_view to, std::string_view proto,
                    std::string_view helo);
 std::string sasl_failed(std::string_view client, std::string_view mechanism, std::string_view reason);
+// A connection refused before any session (postscreen's shape):
+// "NOQUEUE: reject: CONNECT from [192.0.2.7]:41234: too many connections".
+std::string reject_connect(std::string_view service, std::string_view addr, uint16_t port, std::string_view reason);
 std::string message_id(std::string_view queue_id, std::string_view message_id);
 std::string pickup(std::string_view queue_id, unsigned uid, std::string_view from);
 std::string queue_active(std::string_view queue_id, std::string_view from, uint64_t size, unsigned nrcpt);

@@ -56,8 +56,11 @@ constexpr const char* kNet[] = {"bind", "listen", "wait4", "waitid"};
 
 // ASan's report forks llvm-symbolizer: in sanitized builds only.
 // LeakSanitizer stops the world with a ptrace'ing clone of its own.
+// Its tracer is another task (its own pid): it lists /proc/self/task with the old
+// getdents and signals the threads it stops.
 constexpr const char* kSanitizer[] = {"fork", "vfork", "execve", "clone", "clone3", "ptrace", "mincore",
-                                      "wait4", "waitid", "prctl", "ioctl", "sched_setaffinity"};
+                                      "wait4", "waitid", "prctl", "ioctl", "sched_setaffinity", "getdents",
+                                      "kill", "tgkill", "tkill"};
 
 bool add(scmp_filter_ctx ctx, const char* name, int& count) {
   int nr = seccomp_syscall_resolve_name(name);

@@ -216,7 +216,9 @@ namespace {
 constexpr uint64_t kAcceptBackoffMs = 100;  // how long a listener rests when out of fds
 }  // namespace
 
-Listener::Listener(ev::Loop& loop, UniqueFd fd, std::string name) : fd_(std::move(fd)), name_(std::move(name)) {
+Listener::Listener(ev::Loop& loop, UniqueFd fd, std::string name)
+    : fd_(std::move(fd)), name_(std::move(name)), loop_(loop) {
+  spare_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   int fl = ::fcntl(fd_.get(), F_GETFL);
   ::fcntl(fd_.get(), F_SETFL, fl | O_NONBLOCK);
   watch_ = std::make_unique<ev::FdWatch>(loop, fd_.get());
@@ -247,6 +249,11 @@ void Listener::on_readable() {
           err == EHOSTDOWN || err == ENONET || err == EHOSTUNREACH || err == EOPNOTSUPP || err == ENETUNREACH) {
         continue;
       }
+      if (err == EMFILE || err == ENFILE) {
+        const int r = refuse_one(err);
+        if (r > 0) continue;
+        if (r == 0) return;  // nothing left to refuse
+      }
       log::warning("accept on %s: %s -- pausing %llu ms", name_.c_str(), std::strerror(err),
                    static_cast<unsigned long long>(kAcceptBackoffMs));
       backing_off_ = true;
@@ -259,6 +266,33 @@ void Listener::on_readable() {
     }
     cb_(UniqueFd(c));
   }
+}
+
+int Listener::refuse_one(int err) {
+  if (!spare_) spare_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  if (!spare_) return -1;
+  spare_.reset();
+  int c = ::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+  const int accept_err = errno;
+  if (c >= 0) {
+    // The socket's send buffer is empty, so a line this short goes in whole or not
+    // at all; the client has sent nothing we would leave unread (no RST).
+    if (!refusal_.empty()) (void)!::send(c, refusal_.data(), refusal_.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    ::close(c);
+    ++refused_;
+    ++refused_since_log_;
+  }
+  spare_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  // One line a second at most: a flood must not become a flood of log lines.
+  const uint64_t now = loop_.now_ms();
+  if (refused_since_log_ > 0 && (last_refusal_log_ms_ == 0 || now - last_refusal_log_ms_ >= 1000)) {
+    log::warning("accept on %s: %s -- refused %llu connection(s)", name_.c_str(), std::strerror(err),
+                 static_cast<unsigned long long>(refused_since_log_));
+    last_refusal_log_ms_ = now;
+    refused_since_log_ = 0;
+  }
+  if (c < 0) return accept_err == EAGAIN || accept_err == EWOULDBLOCK ? 0 : -1;
+  return spare_ ? 1 : -1;
 }
 
 void Listener::pause() {

@@ -54,12 +54,24 @@ std::string encode_packet(std::string_view verb, const std::vector<std::pair<std
 std::optional<PacketFields> parse_packet(std::string_view packet, std::string_view verb);
 
 // Accepts connections on a listening socket from the event loop.
+//
+// Out of file descriptors (EMFILE, ENFILE) the pending connection stays readable and
+// accept() would fail at once again: a loop that only retried would spin. The
+// listener keeps one spare descriptor (/dev/null) for that moment: it closes the
+// spare, accepts the connection, writes the refusal (set_refusal: "421 ...",
+// "* BYE ...", best effort, never blocking), closes it and takes the spare again
+// (libev's and nginx's trick). Only when even that fails does it pause for a moment.
 class Listener {
  public:
   using OnAccept = std::function<void(UniqueFd fd)>;
   Listener(ev::Loop& loop, UniqueFd fd, std::string name);
   ~Listener();
   void start(OnAccept cb);
+  // The line a connection refused for want of descriptors gets before the close,
+  // CRLF included; empty (the default) closes without a word (implicit TLS ports).
+  void set_refusal(std::string text) { refusal_ = std::move(text); }
+  // Connections refused so far for want of descriptors.
+  uint64_t refused() const { return refused_; }
   // Stops accepting (connections queue in the kernel backlog) and resumes.
   void pause();
   void resume();
@@ -68,11 +80,20 @@ class Listener {
 
  private:
   void on_readable();
+  // Accepts and refuses one connection with the spare descriptor: 1 done, 0 no
+  // connection was waiting, -1 not possible either (then the listener backs off).
+  int refuse_one(int err);
   UniqueFd fd_;
   std::string name_;
   std::unique_ptr<ev::FdWatch> watch_;
-  // Out of file descriptors (EMFILE, ENFILE): the pending connection stays readable,
-  // so stop watching for a moment instead of spinning on accept().
+  UniqueFd spare_;  // /dev/null, given up for a moment when out of descriptors
+  std::string refusal_;
+  uint64_t refused_ = 0;
+  uint64_t last_refusal_log_ms_ = 0;
+  uint64_t refused_since_log_ = 0;
+  ev::Loop& loop_;
+  // When even the spare descriptor cannot be had: stop watching for a moment
+  // instead of spinning on accept().
   std::unique_ptr<ev::Timer> backoff_;
   OnAccept cb_;
   bool paused_ = false;

@@ -125,8 +125,9 @@ struct AppendArgs {
   std::string mailbox;
   std::vector<std::string> flags;
   std::optional<DateTime> internal_date;
-  std::string_view message;  // points into the RawCommand's text
+  std::string_view message;  // points into the RawCommand's text; empty when spooled
   bool binary = false;       // sent as literal8
+  bool spooled = false;      // the message is in the session's spool (ReaderLimits::spool_above)
 };
 
 // SEARCH keys (RFC 3501 6.4.4, RFC 9051 6.4.4, RFC 7162 MODSEQ).

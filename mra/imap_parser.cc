@@ -115,12 +115,26 @@ class Cursor {
   }
 
   // A literal at the cursor: its data. `allow_nul` only for APPEND's message.
+  // `was_spooled` only for APPEND's message, which alone the reader spools: then the
+  // data is in the session's spool and the view is empty.
   std::optional<std::string_view> literal(bool allow_binary = false, bool allow_nul = false,
-                                          bool* was_binary = nullptr) {
+                                          bool* was_binary = nullptr, bool* was_spooled = nullptr) {
     const LiteralSpan* l = literal_here();
     if (!l) {
       fail("Expected a literal");
       return std::nullopt;
+    }
+    if (l->spooled && !was_spooled) {
+      fail("Unexpected literal");
+      return std::nullopt;
+    }
+    if (was_spooled) *was_spooled = l->spooled;
+    if (l->spooled) {
+      if (was_binary) *was_binary = l->binary;
+      pos_ = l->data;
+      ++lit_next_;
+      while (lit_next_ < raw_->literals.size() && raw_->literals[lit_next_].brace < pos_) ++lit_next_;
+      return std::string_view();
     }
     if (l->binary && !allow_binary) {
       fail("literal8 is only allowed in APPEND");
@@ -784,7 +798,7 @@ bool parse_append(Cursor& c, AppendArgs& a) {
     a.internal_date = *dt;
     if (!c.sp()) return false;
   }
-  std::optional<std::string_view> msg = c.literal(/*allow_binary=*/true, /*allow_nul=*/true, &a.binary);
+  std::optional<std::string_view> msg = c.literal(/*allow_binary=*/true, /*allow_nul=*/true, &a.binary, &a.spooled);
   if (!msg) return false;
   a.message = *msg;
   // MULTIAPPEND and CATENATE are not offered: one message per APPEND.

@@ -94,12 +94,26 @@ std::string_view command_tag(std::string_view line) {
 
 ImapReader::ImapReader(const ReaderLimits& limits) : lim_(limits), lines_(limits.max_line) {}
 
+ImapReader::~ImapReader() { reset_command(); }
+
 void ImapReader::set_limits(const ReaderLimits& limits) {
+  if (lim_.budget != limits.budget && reserved_ > 0) {
+    // A reservation goes back to the budget it came from.
+    if (lim_.budget) lim_.budget->release(reserved_);
+    reserved_ = 0;
+  }
   lim_ = limits;
   lines_.set_max_line(limits.max_line);
 }
 
 void ImapReader::reset_command() {
+  if (reserved_ > 0 && lim_.budget) lim_.budget->release(reserved_);
+  reserved_ = 0;
+  discard_ = false;
+  spooling_ = false;
+  spool_pending_ = false;
+  spool_data_ = {};
+  discard_refusal_.clear();
   cmd_.text.clear();
   cmd_.literals.clear();
   in_literal_ = false;
@@ -115,10 +129,26 @@ void ImapReader::clear() {
 
 ImapReader::Status ImapReader::next() {
   if (delivered_) reset_command();
+  if (spool_pending_) {
+    // The session must answer kSpoolStart first; it is our caller's bug.
+    error_ = "Internal error";
+    reset_command();
+    return Status::kFatal;
+  }
   for (;;) {
     if (in_literal_) {
       std::string_view v = lines_.take_raw(literal_left_ > SIZE_MAX ? SIZE_MAX : static_cast<size_t>(literal_left_));
-      cmd_.text.append(v);
+      if (spooling_ && !discard_) {
+        if (v.empty()) return Status::kNeedMore;
+        literal_left_ -= v.size();
+        if (literal_left_ == 0) {
+          in_literal_ = false;
+          spooling_ = false;
+        }
+        spool_data_ = v;
+        return Status::kSpoolData;
+      }
+      if (!discard_) cmd_.text.append(v);
       literal_left_ -= v.size();
       if (literal_left_ > 0) return Status::kNeedMore;
       in_literal_ = false;
@@ -153,6 +183,11 @@ ImapReader::Status ImapReader::on_line(std::string_view line) {
   size_t line_offset = cmd_.text.size();
   cmd_.text.append(line);
   if (!m.found) {
+    if (discard_) {
+      refusal_ = discard_refusal_.empty() ? limit_refusal() : discard_refusal_;
+      reset_command();
+      return Status::kLiteralRefused;
+    }
     delivered_ = true;
     return Status::kCommand;
   }
@@ -176,12 +211,57 @@ ImapReader::Status ImapReader::on_line(std::string_view line) {
     reset_command();
     return Status::kFatal;
   }
+  if (is_append_ && !discard_ && m.size > lim_.spool_above) {
+    // Not held, so not counted against the budget either.
+    cmd_.literals.push_back(LiteralSpan{line_offset + m.brace, cmd_.text.size(), static_cast<size_t>(m.size),
+                                        m.binary, true});
+    in_literal_ = true;
+    spooling_ = true;
+    spool_pending_ = true;
+    spool_sync_ = m.sync;
+    literal_left_ = m.size;
+    return Status::kSpoolStart;
+  }
+  if (is_append_ && lim_.budget && !discard_) {
+    // Before "+": the client sends nothing a refusal would have to skip.
+    if (lim_.budget->reserve(m.size)) {
+      reserved_ += m.size;
+    } else if (m.sync) {
+      refusal_ = limit_refusal();
+      reset_command();
+      return Status::kLiteralRefused;
+    } else {
+      discard_ = true;  // read it and drop it, then refuse the whole command
+    }
+  }
+  if (discard_ && m.sync) {
+    refusal_ = limit_refusal();
+    reset_command();
+    return Status::kLiteralRefused;
+  }
   cmd_.literals.push_back(
       LiteralSpan{line_offset + m.brace, cmd_.text.size(), static_cast<size_t>(m.size), m.binary});
   in_literal_ = true;
   literal_left_ = m.size;
   if (m.sync) return Status::kContinue;
   return Status::kNeedMore;
+}
+
+void ImapReader::refuse_spool(std::string refusal) {
+  spool_pending_ = false;
+  if (spool_sync_) {
+    // The client sends nothing until "+", and gets the tagged NO instead.
+    reset_command();
+    return;
+  }
+  discard_ = true;
+  discard_refusal_ = std::move(refusal);
+}
+
+std::string ImapReader::limit_refusal() const {
+  std::string_view tag = command_tag(cmd_.text);
+  return (tag.empty() ? std::string("*") : std::string(tag)) +
+         " NO [LIMIT] Too many messages being uploaded at once, try again later.";
 }
 
 ImapReader::Status ImapReader::next_line(std::string& out) {

@@ -315,10 +315,52 @@ ImapSession::Step ImapSession::step() {
     case ImapReader::Status::kFatal:
       state_ = State::kLogout;
       return Step{"* BYE " + reader_.error() + "\r\n", Action::kClose};
+    case ImapReader::Status::kSpoolStart:
+      return spool_start();
+    case ImapReader::Status::kSpoolData:
+      if (spool_) {
+        if (Status w = spool_->write(reader_.spool_data()); !w) {
+          // The bytes still come; the command fails at its end (cmd_append).
+          spool_error_ = w.error();
+          spool_.reset();
+        }
+      }
+      return Step{"", Action::kContinue};
     case ImapReader::Status::kCommand:
       break;
   }
-  return run_command(reader_.command());
+  Step s = run_command(reader_.command());
+  spool_.reset();  // not taken by an APPEND (a syntax error after the literal): dropped
+  spool_error_.reset();
+  return s;
+}
+
+ImapSession::Step ImapSession::spool_start() {
+  spool_.reset();
+  spool_error_.reset();
+  const std::string tag(command_tag(reader_.command().text));
+  Result<std::unique_ptr<Spool>> sp = store_ ? store_->begin_spool(reader_.spool_size())
+                                             : Result<std::unique_ptr<Spool>>(make_error(ErrorKind::kTemp, "no store"));
+  if (!sp) {
+    const bool sync = reader_.spool_sync();
+    Step refusal = no(tag.empty() ? "*" : tag, sp.error(), "");
+    if (sync) {
+      reader_.refuse_spool("");
+      return refusal;  // the client sends nothing after a tagged NO instead of "+"
+    }
+    // Its bytes are coming: read and dropped, then this line (kLiteralRefused).
+    std::string line = tagged(tag.empty() ? "*" : tag, "NO",
+                              "[" + std::string(response_code(sp.error().kind)) + "] " +
+                                  (sp.error().kind == ErrorKind::kProtocol ? sp.error().message
+                                                                           : std::string(short_text(sp.error().kind))));
+    if (line.size() >= 2 && line.compare(line.size() - 2, 2, "\r\n") == 0) line.resize(line.size() - 2);
+    reader_.refuse_spool(std::move(line));
+    return Step{"", Action::kContinue};
+  }
+  spool_ = std::move(sp).value();
+  const bool sync = reader_.spool_sync();
+  reader_.accept_spool();
+  return Step{sync ? "+ Ready for literal data\r\n" : "", Action::kContinue};
 }
 
 ImapSession::Step ImapSession::run_command(const RawCommand& raw) {
@@ -986,7 +1028,12 @@ ImapSession::Step ImapSession::cmd_append(Command& c) {
   AppendArgs& a = std::get<AppendArgs>(c.args);
   Result<std::string> name = mailbox_from_client(a.mailbox);
   if (!name) return no(c.tag, name.error(), "");
-  if (a.message.empty()) return no(c.tag, make_error(ErrorKind::kProtocol, "Can't save an empty message"), "");
+  if (a.spooled && !spool_) {
+    return no(c.tag, spool_error_ ? *spool_error_ : make_error(ErrorKind::kTemp, "spool lost"), "");
+  }
+  if (!a.spooled && a.message.empty()) {
+    return no(c.tag, make_error(ErrorKind::kProtocol, "Can't save an empty message"), "");
+  }
   if (a.message.size() > config_.limits.max_append) {
     return Step{tagged(c.tag, "NO", "[TOOBIG] Message too big."), Action::kContinue};
   }
@@ -999,7 +1046,11 @@ ImapSession::Step ImapSession::cmd_append(Command& c) {
   }
   std::optional<int64_t> date;
   if (a.internal_date) date = a.internal_date->to_unix();
-  Result<AppendResult> r = store_->append(*name, a.message, flags, date ? date : std::optional<int64_t>(config_.now()));
+  const std::optional<int64_t> when = date ? date : std::optional<int64_t>(config_.now());
+  // A spooled message (ImapReader::spool_above) is in the store's tmp/ already: the
+  // store renames it into place, no copy.
+  Result<AppendResult> r = a.spooled ? store_->append_spool(*name, std::move(spool_), flags, when)
+                                     : store_->append(*name, a.message, flags, when);
   if (!r) {
     if (r.error().kind == ErrorKind::kNotFound) {
       return Step{tagged(c.tag, "NO", "[TRYCREATE] Mailbox doesn't exist."), Action::kContinue};

@@ -176,6 +176,7 @@ class ImapSession {
   std::string tagged(const std::string& tag, std::string_view status, std::string_view text) const;
   Step bad(const std::string& tag, std::string_view text);
   Step no(const std::string& tag, const tern::common::Error& e, std::string_view context);
+  Step spool_start();
 
   // Commands.
   Step cmd_capability(Command& c);
@@ -231,6 +232,10 @@ class ImapSession {
   State state_;
   Mode mode_ = Mode::kCommands;
   MailStore* store_ = nullptr;
+  // The APPEND message being spooled (ImapReader kSpoolStart .. the command), and why
+  // writing it failed if it did.
+  std::unique_ptr<Spool> spool_;
+  std::optional<tern::common::Error> spool_error_;
   std::string user_;
   int bad_commands_ = 0;
   int auth_failures_ = 0;

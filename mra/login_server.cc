@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <optional>
@@ -180,6 +181,17 @@ Status LoginServer::start() {
   auth_->connect([](Status s) {
     if (!s) common::log::warning("tern-authd: %s (logins fail until it answers)", s.error().message.c_str());
   });
+  // A connection is a descriptor, two while a TLS session is relayed to its worker;
+  // keep a tenth of the open file limit (at least 128) for authd, the workers'
+  // sockets and the log, so login_max_connections refuses before the kernel does.
+  const uint64_t nofile = common::open_file_limit();
+  const uint64_t keep = std::max<uint64_t>(128, nofile / 10);
+  fd_room_ = nofile > keep * 2 ? nofile - keep : nofile / 2;
+  if (static_cast<uint64_t>(cfg_.integer("login_max_connections")) > fd_room_) {
+    common::log::warning("login_max_connections = %lld does not fit the open file limit %llu: using %llu",
+                         static_cast<long long>(cfg_.integer("login_max_connections")),
+                         static_cast<unsigned long long>(nofile), static_cast<unsigned long long>(fd_room_));
+  }
   for (const char* name : {"imap", "imaps", "pop3", "pop3s"}) {
     for (int fd : ctx_.listeners(name)) {
       if ((std::string(name) == "imaps" || std::string(name) == "pop3s") && !tls_) {
@@ -187,6 +199,10 @@ Status LoginServer::start() {
                                                           name + "_port = 0)");
       }
       auto l = std::make_unique<common::net::Listener>(*ctx_.loop, UniqueFd(::dup(fd)), name);
+      // Out of descriptors, the same words as over login_max_connections; the TLS
+      // ports get the close alone.
+      if (std::string(name) == "imap") l->set_refusal("* BYE [UNAVAILABLE] Server is busy, try again later.\r\n");
+      if (std::string(name) == "pop3") l->set_refusal("-ERR [SYS/TEMP] Server is busy, try again later.\r\n");
       std::string service = name;
       l->start([this, service](UniqueFd c) { accept(std::move(c), service); });
       listeners_.push_back(std::move(l));
@@ -246,7 +262,7 @@ void LoginServer::accept(UniqueFd fd, const std::string& service) {
 
   // Limits before anything is parsed: anyone can connect.
   const uint64_t per_ip = static_cast<uint64_t>(cfg_.integer("login_max_connections_per_ip"));
-  const uint64_t total = static_cast<uint64_t>(cfg_.integer("login_max_connections"));
+  const uint64_t total = std::min(static_cast<uint64_t>(cfg_.integer("login_max_connections")), fd_room_);
   std::string refuse;
   if (per_ip_[c->peer.address] >= per_ip) {
     refuse = "Too many connections from your IP address.";

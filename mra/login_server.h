@@ -73,6 +73,7 @@ class LoginServer {
   std::vector<std::unique_ptr<common::net::Listener>> listeners_;
   std::map<uint64_t, std::shared_ptr<Client>> clients_;
   std::map<std::string, uint64_t> per_ip_;
+  uint64_t fd_room_ = UINT64_MAX;  // connections the open file limit leaves room for
   uint64_t next_id_ = 0;
   std::vector<std::string> mechanisms_;
   // Shutting down: called once the last relay has closed (or the grace ran out).

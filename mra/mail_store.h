@@ -179,6 +179,28 @@ class Mailbox {
   virtual void cache_put(uint32_t /*uid*/, std::string_view /*field*/, std::string_view /*value*/) {}
 };
 
+// An APPEND message too big to hold in memory (ImapReader's spool_above), written as
+// its bytes arrive, CRLF line ends and all. The store's append_spool() takes it
+// whole; dropped unused, it leaves nothing behind.
+class Spool {
+ public:
+  virtual ~Spool() = default;
+  virtual Status write(std::string_view data) = 0;
+};
+
+// The Spool of a store without a place of its own to put one: the message in memory.
+class MemorySpool : public Spool {
+ public:
+  Status write(std::string_view data) override {
+    data_.append(data);
+    return {};
+  }
+  const std::string& data() const { return data_; }
+
+ private:
+  std::string data_;
+};
+
 // One user's mail.
 class MailStore {
  public:
@@ -196,6 +218,20 @@ class MailStore {
   virtual Result<AppendResult> append(const std::string& name, std::string_view message,
                                       const std::vector<std::string>& flags, std::optional<int64_t> internal_date) = 0;
   virtual Result<QuotaInfo> quota() = 0;
+  // A spool for an APPEND message of `size` bytes, refused (quota, disk) before any of
+  // them is read. Maildir writes it into tmp/, where the message ends up anyway; the
+  // default holds it in memory.
+  virtual Result<std::unique_ptr<Spool>> begin_spool(uint64_t /*size*/) {
+    return std::unique_ptr<Spool>(std::make_unique<MemorySpool>());
+  }
+  // APPEND (as append()) of a message spooled by begin_spool() of this store.
+  virtual Result<AppendResult> append_spool(const std::string& name, std::unique_ptr<Spool> spool,
+                                            const std::vector<std::string>& flags,
+                                            std::optional<int64_t> internal_date) {
+    auto* m = dynamic_cast<MemorySpool*>(spool.get());
+    if (!m) return common::make_error(common::ErrorKind::kTemp, "spool of another store");
+    return append(name, m->data(), flags, internal_date);
+  }
 };
 
 }  // namespace tern::mra

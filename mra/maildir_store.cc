@@ -811,22 +811,100 @@ Result<AppendResult> MaildirStore::append(const std::string& name, std::string_v
   Result<maildir::Delivery> d = maildir::Delivery::begin(*dir);
   if (!d) return d.take_error();
   if (Status w = d->write(data); !w) return w.take_error();
+  return commit_append(*disk, *dir, *d, letters, internal_date);
+}
+
+Result<AppendResult> MaildirStore::commit_append(const std::string& disk, const std::string& dir,
+                                                 maildir::Delivery& d, const std::string& letters,
+                                                 std::optional<int64_t> internal_date) {
   // Into new/: \Recent for the first session that sees it, as delivered mail.
-  Result<std::string> file = d->commit(settings_.fsync, &maildir::DirSyncer::global(), std::string_view(letters),
-                                       maildir::Delivery::Into::kNew);
+  Result<std::string> file = d.commit(settings_.fsync, &maildir::DirSyncer::global(), std::string_view(letters),
+                                      maildir::Delivery::Into::kNew);
   if (!file) return file.take_error();
   const int64_t date = internal_date.value_or(static_cast<int64_t>(::time(nullptr)));
   // The file's mtime is its INTERNALDATE for every Maildir reader (and for our own
   // index, should it be rebuilt).
-  const std::string path = *dir + "/new/" + *file;
+  const std::string path = dir + "/new/" + *file;
   timespec times[2] = {{static_cast<time_t>(date), 0}, {static_cast<time_t>(date), 0}};
   ::utimensat(AT_FDCWD, path.c_str(), times, AT_SYMLINK_NOFOLLOW);
-  Result<uint32_t> uid = index_->add_delivered(*disk, *file, true, d->size(), d->vsize(), date);
+  Result<uint32_t> uid = index_->add_delivered(disk, *file, true, d.size(), d.vsize(), date);
   if (!uid) return uid.take_error();
-  Result<index::MailboxStatus> st = index_->status(*disk);
+  Result<index::MailboxStatus> st = index_->status(disk);
   if (!st) return st.take_error();
-  ScanTracker::global().touch(*dir);
+  ScanTracker::global().touch(dir);
   return AppendResult{st->uid_validity, *uid};
+}
+
+namespace {
+
+// A message spooled into the root's tmp/, its CRLFs made LF as it is written, by
+// mime::to_lf()'s rule (the CR of a CRLF goes unless a CR precedes it), with a CR
+// at the end of one write held until the next byte shows what it is.
+class MaildirSpool : public Spool {
+ public:
+  explicit MaildirSpool(maildir::Delivery d) : d_(std::move(d)) {}
+  Status write(std::string_view data) override {
+    out_.clear();
+    for (char c : data) {
+      if (held_cr_) {
+        held_cr_ = false;
+        if (!(c == '\n' && before_cr_ != '\r')) out_ += '\r';
+      }
+      if (c == '\r') {
+        held_cr_ = true;
+        before_cr_ = prev_;
+      } else {
+        out_ += c;
+      }
+      prev_ = c;
+    }
+    return d_.write(out_);
+  }
+  // The last byte, and the Delivery to commit.
+  Result<maildir::Delivery*> finish() {
+    if (held_cr_) {
+      held_cr_ = false;
+      if (Status w = d_.write("\r"); !w) return w.take_error();
+    }
+    return &d_;
+  }
+
+ private:
+  maildir::Delivery d_;
+  std::string out_;
+  bool held_cr_ = false;
+  char before_cr_ = 0;  // the byte before the held CR
+  char prev_ = 0;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Spool>> MaildirStore::begin_spool(uint64_t size) {
+  // Before a byte is read: a client over quota is not made to upload first.
+  if (Status q = check_quota(size, 1); !q) return q.take_error();
+  Result<maildir::Delivery> d = maildir::Delivery::begin(settings_.root);
+  if (!d) return d.take_error();
+  return std::unique_ptr<Spool>(std::make_unique<MaildirSpool>(std::move(d).value()));
+}
+
+Result<AppendResult> MaildirStore::append_spool(const std::string& name, std::unique_ptr<Spool> spool,
+                                                const std::vector<std::string>& flags,
+                                                std::optional<int64_t> internal_date) {
+  auto* m = dynamic_cast<MaildirSpool*>(spool.get());
+  if (!m) return make_error(ErrorKind::kTemp, "spool of another store");
+  Result<std::string> disk = disk_name(name);
+  if (!disk) return disk.take_error();
+  Result<std::string> dir = dir_of(name);
+  if (!dir) return dir.take_error();
+  if (!is_dir(*dir + "/cur")) return make_error(ErrorKind::kNotFound, "no such mailbox");
+  Result<maildir::Delivery*> d = m->finish();
+  if (!d) return d.take_error();
+  if ((*d)->size() == 0) return make_error(ErrorKind::kProtocol, "Can't save an empty message");
+  if (Status q = check_quota((*d)->size(), 1); !q) return q.take_error();
+  Keywords kw(*dir);
+  const std::string letters = flags_to_letters(flags, kw, true);
+  (*d)->retarget(*dir);
+  return commit_append(*disk, *dir, **d, letters, internal_date);
 }
 
 Result<CopyResult> MaildirStore::copy_records(const std::vector<index::MessageRecord>& recs, const std::string& src_dir,

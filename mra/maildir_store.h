@@ -110,6 +110,10 @@ class MaildirStore : public MailStore {
   Result<AppendResult> append(const std::string& name, std::string_view message,
                               const std::vector<std::string>& flags, std::optional<int64_t> internal_date) override;
   Result<QuotaInfo> quota() override;
+  // The spool is a file in the root's tmp/, renamed into the folder's new/ at the end.
+  Result<std::unique_ptr<Spool>> begin_spool(uint64_t size) override;
+  Result<AppendResult> append_spool(const std::string& name, std::unique_ptr<Spool> spool,
+                                    const std::vector<std::string>& flags, std::optional<int64_t> internal_date) override;
 
   // The mailbox's name in the index and on disk (components in modified UTF-7).
   Result<std::string> disk_name(const std::string& name) const;
@@ -129,6 +133,10 @@ class MaildirStore : public MailStore {
   explicit MaildirStore(StoreSettings s) : settings_(std::move(s)) {}
   Result<std::vector<std::string>> read_subscriptions() const;
   Status write_subscriptions(const std::vector<std::string>& names) const;
+  // append()'s and append_spool()'s end: the written file into the folder's new/,
+  // its INTERNALDATE, the index.
+  Result<AppendResult> commit_append(const std::string& disk, const std::string& dir, common::maildir::Delivery& d,
+                                     const std::string& letters, std::optional<int64_t> internal_date);
   StoreSettings settings_;
   std::shared_ptr<common::index::MailboxIndex> index_;
 };

@@ -252,6 +252,11 @@ class WatchingStore : public MailStore {
                               std::optional<int64_t> date) override {
     return store_->append(name, message, flags, date);
   }
+  Result<std::unique_ptr<Spool>> begin_spool(uint64_t size) override { return store_->begin_spool(size); }
+  Result<AppendResult> append_spool(const std::string& name, std::unique_ptr<Spool> spool,
+                                    const std::vector<std::string>& flags, std::optional<int64_t> date) override {
+    return store_->append_spool(name, std::move(spool), flags, date);
+  }
   Result<QuotaInfo> quota() override { return store_->quota(); }
 
  private:
@@ -274,6 +279,12 @@ Status mkdir_p(const std::string& path) {
 // How long a worker stays without sessions before it returns its free heap.
 constexpr uint64_t kTrimDelayMs = 1000;
 
+// APPEND messages above this size go to the store's spool (Maildir tmp/) as they
+// arrive, instead of into memory: a 200 MB upload then costs the worker a read buffer,
+// not 200 MB (twice, with the LF conversion). Below it, the one write at the end is
+// cheaper than a file per chunk, and the memory is counted in append_budget_.
+constexpr uint64_t kAppendSpoolAbove = 64 * 1024;
+
 class Worker {
  public:
   // `done` runs (posted, once) when the worker has nothing left to do: the control
@@ -281,6 +292,7 @@ class Worker {
   // the loop still runs, then stops the loop.
   Worker(common::ev::Loop& loop, const common::Config& cfg, int ctl, std::function<void()> done)
       : loop_(loop), cfg_(cfg), ctl_(ctl), done_(std::move(done)), watcher_(loop, [this](uint64_t s) { wake(s); }) {
+    append_budget_.limit = cfg_.bytes("mra_worker_append_memory_limit");
     ctl_watch_ = std::make_unique<common::ev::FdWatch>(loop, ctl_.get());
     trim_timer_ = std::make_unique<common::ev::Timer>(loop);
     ctl_watch_->start(UV_READABLE, [this](int, int) { on_control(); });
@@ -452,6 +464,8 @@ class Worker {
       sc.tls = p.get("tls") == "1";
       sc.limits.max_line = static_cast<size_t>(cfg_.bytes("imap_max_line_length"));
       sc.limits.max_append = cfg_.bytes("imap_append_limit");
+      sc.limits.budget = &append_budget_;
+      sc.limits.spool_above = kAppendSpoolAbove;
       sc.max_bad_commands = static_cast<int>(cfg_.integer("imap_max_bad_commands"));
       sc.now = [] { return static_cast<int64_t>(::time(nullptr)); };
       s->wstore = std::make_unique<WatchingStore>(s->store, watcher_, s->id);
@@ -562,6 +576,9 @@ class Worker {
 
   common::ev::Loop& loop_;
   const common::Config& cfg_;
+  // The APPEND literals all sessions of this worker hold (mra_worker_append_memory_limit);
+  // declared before sessions_, whose readers give their reservations back to it.
+  imap::MemoryBudget append_budget_;
   UniqueFd ctl_;
   std::function<void()> done_;
   bool ctl_open_ = true;
@@ -599,6 +616,7 @@ int worker_main(int argc, char** argv) {
   ::mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
   common::Config cfg = common::load_config_or_exit(config_path, overrides);
   common::init_logging(cfg, "imap", debug);
+  common::raise_open_file_limit();  // up to mra_worker_client_limit sessions, a descriptor each
   if (::geteuid() == 0 || ::getuid() == 0) common::log::fatal_exit(EX_NOPERM, "tern-mra --worker refuses to run as root");
   // exec reset the dumpable flag that the uid change had cleared: set it again before
   // the first session brings a user's mail in.

@@ -1,5 +1,7 @@
 #include "mta/smtpd.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/statvfs.h>
@@ -66,6 +68,7 @@ Result<SmtpdSettings> SmtpdSettings::from_config(const common::Config& cfg) {
   s.queue_minfree = cfg.bytes("queue_minfree");
   s.queue_directory = cfg.str("queue_directory");
   s.recipient_limit = static_cast<size_t>(cfg.integer("smtpd_recipient_limit"));
+  s.conn_limit = static_cast<uint64_t>(cfg.integer("smtpd_client_connection_limit"));
   s.conn_count_limit = cfg.integer("smtpd_client_connection_count_limit");
   s.conn_rate_limit = cfg.integer("smtpd_client_connection_rate_limit");
   s.msg_rate_limit = cfg.integer("smtpd_client_message_rate_limit");
@@ -1847,7 +1850,22 @@ SmtpServer::SmtpServer(common::ev::Loop& loop, SmtpdSettings settings, QueueStor
                        std::shared_ptr<common::tls::Context> tls, SaslServer* sasl, common::dns::Resolver* resolver,
                        OnQueued on_queued)
     : loop_(loop), settings_(std::move(settings)), queue_(queue), tables_(tables), tls_(std::move(tls)), sasl_(sasl),
-      resolver_(resolver), on_queued_(std::move(on_queued)), anvil_(settings_.rate_unit_ms) {}
+      resolver_(resolver), on_queued_(std::move(on_queued)), anvil_(settings_.rate_unit_ms) {
+  // Each session is a descriptor, and the queue, LMTP, outgoing SMTP (up to
+  // default_process_limit), DNS and the log need theirs: keep a tenth of the open
+  // file limit, at least 256, for those, so the limit refuses clients before the
+  // kernel does (accept's EMFILE is the Listener's last resort).
+  conn_limit_ = settings_.conn_limit;
+  const uint64_t nofile = common::open_file_limit();
+  const uint64_t keep = std::max<uint64_t>(256, nofile / 10);
+  const uint64_t room = nofile > keep * 2 ? nofile - keep : nofile / 2;
+  if (conn_limit_ > room) {
+    common::log::warning("smtpd_client_connection_limit = %llu does not fit the open file limit %llu: using %llu",
+                         static_cast<unsigned long long>(conn_limit_), static_cast<unsigned long long>(nofile),
+                         static_cast<unsigned long long>(room));
+    conn_limit_ = room;
+  }
+}
 
 SmtpServer::~SmtpServer() {
   listeners_.clear();
@@ -1856,15 +1874,61 @@ SmtpServer::~SmtpServer() {
 
 void SmtpServer::listen(int fd, Port port, const std::string& name) {
   auto l = std::make_unique<common::net::Listener>(loop_, common::UniqueFd(::dup(fd)), name);
-  l->start([this, port](common::UniqueFd cfd) {
+  const bool plaintext = port == Port::kMx || port == Port::kSubmission;
+  if (plaintext) l->set_refusal(too_many_connections());
+  l->start([this, port, plaintext](common::UniqueFd cfd) {
     common::fault::point("mta.smtpd.accept");  // the sandbox tests
+    const bool network = port != Port::kLocal;
+    if (network && network_.size() >= conn_limit_) {
+      refuse(std::move(cfd), plaintext);
+      return;
+    }
+    if (at_limit_ && network_.size() + 1 < conn_limit_) at_limit_ = false;
     common::net::Connection::Options o;
     auto conn = common::net::Connection::adopt(loop_, std::move(cfd), o);
     auto s = std::make_shared<Session>(*this, conn, port);
     sessions_[s.get()] = s;
+    if (network) network_.insert(s.get());
     s->start();
   });
   listeners_.push_back(std::move(l));
+}
+
+std::string SmtpServer::too_many_connections() const {
+  return Reply(421, "4.7.0", settings_.myhostname + " Error: too many connections").format();
+}
+
+void SmtpServer::refuse(common::UniqueFd fd, bool plaintext) {
+  // Over smtpd_client_connection_limit: no session, no allocation, just the reply
+  // (RFC 5321 3.8: 421 may come instead of the greeting) and the close, as Postfix's
+  // postscreen answers when its ports are busy. The socket's buffer is empty and the
+  // line short, so the non-blocking send goes in whole. On smtps the client speaks
+  // TLS first: it gets the close alone.
+  if (!at_limit_) {
+    at_limit_ = true;
+    common::log::warning("smtpd_client_connection_limit = %llu reached: refusing new clients",
+                         static_cast<unsigned long long>(conn_limit_));
+  }
+  if (plaintext) {
+    const std::string r = too_many_connections();
+    (void)!::send(fd.get(), r.data(), r.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  }
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  char addr[INET6_ADDRSTRLEN] = "unknown";
+  uint16_t peer_port = 0;
+  if (::getpeername(fd.get(), reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+    if (ss.ss_family == AF_INET) {
+      auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+      ::inet_ntop(AF_INET, &a->sin_addr, addr, sizeof addr);
+      peer_port = ntohs(a->sin_port);
+    } else if (ss.ss_family == AF_INET6) {
+      auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+      ::inet_ntop(AF_INET6, &a->sin6_addr, addr, sizeof addr);
+      peer_port = ntohs(a->sin6_port);
+    }
+  }
+  maillog::reject_connect("smtpd", addr, peer_port, "too many connections");
 }
 
 void SmtpServer::stop() { listeners_.clear(); }
@@ -1875,6 +1939,7 @@ void SmtpServer::session_ended(Session* s) {
   // Drop the reference after the current callback has unwound.
   std::shared_ptr<Session> keep = std::move(it->second);
   sessions_.erase(it);
+  network_.erase(s);
   loop_.post([keep] {});
 }
 

@@ -55,6 +55,8 @@ struct SmtpdSettings {
   std::string queue_directory;       // whose file system queue_minfree is about
   size_t recipient_limit = 1000;
   int64_t conn_count_limit = 0, conn_rate_limit = 0, msg_rate_limit = 0, rcpt_rate_limit = 0;
+  // smtpd_client_connection_limit: network sessions at once, all clients together.
+  uint64_t conn_limit = 10000;
   uint64_t rate_unit_ms = 60000;
   common::NetworkList mynetworks;
   common::NetworkList limit_exceptions;
@@ -124,6 +126,10 @@ class SmtpServer {
   // Stops accepting; sessions run on until they end.
   void stop();
   size_t sessions() const { return sessions_.size(); }
+  // Sessions on the network ports, which smtpd_client_connection_limit bounds, and
+  // the bound in force (the setting, lowered to fit the open file limit).
+  size_t network_sessions() const { return network_.size(); }
+  uint64_t connection_limit() const { return conn_limit_; }
 
   // For sessions.
   common::ev::Loop& loop() { return loop_; }
@@ -158,6 +164,8 @@ class SmtpServer {
   void session_ended(Session* s);
 
  private:
+  std::string too_many_connections() const;
+  void refuse(common::UniqueFd fd, bool plaintext);
   common::ev::Loop& loop_;
   SmtpdSettings settings_;
   QueueStore& queue_;
@@ -169,6 +177,9 @@ class SmtpServer {
   Anvil anvil_;
   std::vector<std::unique_ptr<common::net::Listener>> listeners_;
   std::map<Session*, std::shared_ptr<Session>> sessions_;
+  std::set<Session*> network_;  // the sessions that count against conn_limit_
+  uint64_t conn_limit_ = 0;
+  bool at_limit_ = false;       // the limit was reached and not yet left (one warning each time)
 };
 
 }  // namespace tern::mta

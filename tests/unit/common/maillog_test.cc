@@ -13,6 +13,8 @@ TEST_CASE("mail log lines have Postfix's shapes") {
   CHECK(c == "mx.example.org[192.0.2.7]");
   CHECK(maillog::endpoint("", "192.0.2.7") == "unknown[192.0.2.7]");
   CHECK(maillog::connect(c) == "connect from mx.example.org[192.0.2.7]");
+  CHECK(maillog::reject_connect("smtpd", "192.0.2.7", 41234, "too many connections") ==
+        "NOQUEUE: reject: CONNECT from [192.0.2.7]:41234: too many connections");
   CHECK(maillog::client("4Xq9Kp2TyrzK1", c, "", "") == "4Xq9Kp2TyrzK1: client=mx.example.org[192.0.2.7]");
   CHECK(maillog::client("4Xq9Kp2TyrzK1", c, "PLAIN", "alice") ==
         "4Xq9Kp2TyrzK1: client=mx.example.org[192.0.2.7], sasl_method=PLAIN, sasl_username=alice");

@@ -301,26 +301,31 @@ TEST_CASE("take_listen_fds reads LISTEN_FDS/LISTEN_FDNAMES for this pid only", "
   if (save4 >= 0) ::dup2(save4, 4), ::close(save4); else ::close(4);
 }
 
-TEST_CASE("Listener out of file descriptors backs off instead of spinning, then recovers", "[sockets]") {
+TEST_CASE("Listener out of file descriptors refuses with its spare, backs off without one, then recovers",
+          "[sockets]") {
   ev::Loop loop;
   Result<UniqueFd> lfd = net::bind_inet("127.0.0.1", 0);
   REQUIRE(lfd);
   const uint16_t port = net::local_port(lfd->get());
   net::Listener listener(loop, std::move(lfd).value(), "smtp");
+  listener.set_refusal("421 4.7.0 test Error: too many connections\r\n");
   std::vector<UniqueFd> accepted;
   listener.start([&](UniqueFd c) { accepted.push_back(std::move(c)); });
 
   // Clients wait in the kernel backlog; their sockets exist before the limit drops.
-  std::vector<UniqueFd> clients;
-  for (int i = 0; i < 3; ++i) {
+  auto connect_one = [&] {
     UniqueFd c(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     sockaddr_in sa{};
     sa.sin_family = AF_INET;
     sa.sin_port = htons(port);
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     REQUIRE(::connect(c.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
-    clients.push_back(std::move(c));
-  }
+    timeval tv{5, 0};
+    ::setsockopt(c.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return c;
+  };
+  std::vector<UniqueFd> clients;
+  for (int i = 0; i < 3; ++i) clients.push_back(connect_one());
 
   // Warnings go to a file, so they can be counted.
   char tmpl[] = "/tmp/tern-accept-log-XXXXXX";
@@ -331,8 +336,16 @@ TEST_CASE("Listener out of file descriptors backs off instead of spinning, then 
   o.sink = log::Sink::kFile;
   o.file = tmpl;
   log::init(o);
+  auto log_lines = [&] {
+    std::ifstream in(tmpl);
+    std::vector<std::string> lines;
+    for (std::string l; std::getline(in, l);) lines.push_back(l);
+    return lines;
+  };
 
-  // No descriptor left for accept(): the lowest free number becomes the limit.
+  // No descriptor left for accept(): the lowest free number becomes the limit. The
+  // spare descriptor makes room for one at a time: each client gets the refusal and
+  // the close, and one line is logged for them, not one per turn of the loop.
   rlimit old{};
   REQUIRE(::getrlimit(RLIMIT_NOFILE, &old) == 0);
   int lowest = ::fcntl(0, F_DUPFD, 0);
@@ -343,21 +356,38 @@ TEST_CASE("Listener out of file descriptors backs off instead of spinning, then 
   REQUIRE(::setrlimit(RLIMIT_NOFILE, &tight) == 0);
   for (int i = 0; i < 50; ++i) uv_run(loop.get(), UV_RUN_NOWAIT);
   REQUIRE(::setrlimit(RLIMIT_NOFILE, &old) == 0);
+  CHECK(accepted.empty());
+  CHECK(listener.refused() == 3);
+  for (UniqueFd& c : clients) {
+    char buf[128];
+    ssize_t n = ::recv(c.get(), buf, sizeof buf, 0);
+    REQUIRE(n > 0);
+    CHECK(std::string(buf, static_cast<size_t>(n)) == "421 4.7.0 test Error: too many connections\r\n");
+    CHECK(::recv(c.get(), buf, sizeof buf, 0) == 0);  // and the close
+  }
+  std::vector<std::string> lines = log_lines();
+  REQUIRE(lines.size() == 1);
+  CHECK(lines[0].find("warning: accept on smtp: Too many open files -- refused 1 connection(s)") != std::string::npos);
+
+  // Not even the spare helps (a limit of 0): one attempt and one warning, not 50,
+  // and the client waits in the backlog.
+  clients.clear();
+  clients.push_back(connect_one());
+  tight.rlim_cur = 0;
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &tight) == 0);
+  for (int i = 0; i < 50; ++i) uv_run(loop.get(), UV_RUN_NOWAIT);
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &old) == 0);
   log::init(saved);
   CHECK(accepted.empty());
-
-  // 50 turns of the loop with connections pending: one attempt and one warning, not 50.
-  std::ifstream in(tmpl);
-  std::vector<std::string> lines;
-  for (std::string l; std::getline(in, l);) lines.push_back(l);
+  lines = log_lines();
   ::unlink(tmpl);
-  REQUIRE(lines.size() == 1);
-  CHECK(lines[0].find("warning: accept on smtp: Too many open files -- pausing 100 ms") != std::string::npos);
+  REQUIRE(lines.size() == 2);
+  CHECK(lines[1].find("warning: accept on smtp: Too many open files -- pausing 100 ms") != std::string::npos);
 
-  // With descriptors again, the listener resumes on its own and takes every client.
+  // With descriptors again, the listener resumes on its own and takes the client.
   ev::Timer deadline(loop);
   bool expired = false;
   deadline.start(20000, [&] { expired = true; });
-  while (accepted.size() < 3 && !expired) uv_run(loop.get(), UV_RUN_ONCE);
-  CHECK(accepted.size() == 3);
+  while (accepted.size() < 1 && !expired) uv_run(loop.get(), UV_RUN_ONCE);
+  CHECK(accepted.size() == 1);
 }

@@ -339,3 +339,50 @@ TEST_CASE("hand-over packets: round trip, escaping, and malformed input") {
   CHECK_FALSE(frame_length("ab"));
   CHECK_FALSE(decode(std::string(kMaxPacket + 1, 'A')));
 }
+
+TEST_CASE("a spooled APPEND is written into tmp/ as it comes and renamed into its folder") {
+  // RFC 3501 6.3.11 APPEND; the bytes arrive in pieces (ImapReader kSpoolData), CRLF
+  // and CR split across them: the file is what append() would have written.
+  TempRoot t;
+  auto s = open_store(t);
+  const std::vector<std::string> pieces = {"Subject: s\r", "\n\r\nline\r", "\r\nbare\r", "x\r\n\r", "\n"};
+  std::string whole;
+  for (const std::string& p : pieces) whole += p;
+  Result<std::unique_ptr<Spool>> sp = s->begin_spool(whole.size());
+  REQUIRE(sp);
+  for (const std::string& p : pieces) REQUIRE((*sp)->write(p));
+  CHECK(names_in(t.root + "/tmp").size() == 1);  // in the root's tmp/ meanwhile
+  Result<AppendResult> ap = s->append_spool("Sent", std::move(sp).value(), {"\\Seen"}, 1600000000);
+  REQUIRE(ap);
+  CHECK(names_in(t.root + "/tmp").empty());
+  Result<AppendResult> ref = s->append("Drafts", whole, {"\\Seen"}, 1600000000);
+  REQUIRE(ref);
+  auto sent = s->open("Sent", OpenMode::kReadWrite);
+  auto drafts = s->open("Drafts", OpenMode::kReadWrite);
+  REQUIRE((*sent)->sync());
+  REQUIRE((*drafts)->sync());
+  Result<std::string> a = (*sent)->read(ap->uid), b = (*drafts)->read(ref->uid);
+  REQUIRE(a);
+  REQUIRE(b);
+  CHECK(*a == *b);
+  CHECK(*a == "Subject: s\n\nline\r\r\nbare\rx\n\n");
+  Result<std::vector<MessageMeta>> ma = (*sent)->fetch_meta({ap->uid}), mb = (*drafts)->fetch_meta({ref->uid});
+  CHECK(ma->at(0).size == mb->at(0).size);
+  CHECK(ma->at(0).internal_date == 1600000000);
+
+  // Dropped unused, or refused by the quota before a byte: nothing is left behind.
+  { Result<std::unique_ptr<Spool>> unused = s->begin_spool(10); REQUIRE(unused); REQUIRE((*unused)->write("abc")); }
+  CHECK(names_in(t.root + "/tmp").empty());
+}
+
+TEST_CASE("a spool over the quota is refused from its announced size") {
+  TempRoot t;
+  StoreSettings ss;
+  ss.root = t.root;
+  ss.fsync = maildir::Fsync::kNo;
+  ss.quota_bytes = 100;
+  auto s = std::move(MaildirStore::open(ss)).value();
+  Result<std::unique_ptr<Spool>> sp = s->begin_spool(101);
+  REQUIRE_FALSE(sp);
+  CHECK(sp.error().kind == ErrorKind::kNoQuota);
+}
