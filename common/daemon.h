@@ -62,6 +62,7 @@ struct DaemonSpec {
   // A yes/no key (login_chroot): when set and started as root, the process chroots
   // into base_dir (root's, writable by root alone; it holds only sockets) after
   // looking up its user and before dropping to it, as Dovecot's login chroot.
+  // Not in ASan builds: LeakSanitizer needs /proc.
   std::string chroot_key;
 };
 

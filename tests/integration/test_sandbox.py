@@ -47,6 +47,7 @@ def test_network_facing_processes_run_filtered_and_root_ones_do_not(mra):
     c.logout()
 
 
+@pytest.mark.skipif(SANITIZED, reason="an ASan build does not chroot: LeakSanitizer needs /proc (daemon.h)")
 def test_login_process_is_chrooted_into_base_dir(mra):
     """Dovecot's login chroot: the process that parses every pre-login byte sees only
     base_dir (root's; the sockets it talks to)."""
