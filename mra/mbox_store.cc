@@ -350,6 +350,10 @@ std::string client_view(const std::string& data, const MboxMessage& m) {
       skipping = managed(line).has_value();
       if (!skipping) out.append(line);
     }
+    // As render() writes it: a header cut off without its newline gets one, so the
+    // message a client sees is the same before and after its first rewrite (IMAP
+    // messages are immutable, RFC 3501 2.3).
+    if (!skipping && !out.empty() && out.back() != '\n') out += '\n';
     p = e;
   }
   out += '\n';
@@ -364,6 +368,7 @@ std::string client_view(const std::string& data, const MboxMessage& m) {
     out.append(line);
     q = e;
   }
+  if (!b.empty() && b.back() != '\n') out += '\n';  // render() ends the body so, too
   return out;
 }
 
@@ -403,6 +408,11 @@ std::string render(const std::string& data, const MboxMessage& m, uint32_t base_
   if (!kw.empty()) out += "X-Keywords: " + kw + "\n";
   out += '\n';
   std::string_view b = m.body_off < m.end ? raw_body(data, m) : std::string_view();
+  // The body now follows the "\n" written above, where the file may have had a
+  // "\r\n" (a header ends at either, a message starts only after "\n"): a first
+  // body line "From " would start a message of its own. Quoted, it reads the same
+  // (client_view() takes one '>' off).
+  if (b.substr(0, 5) == kFrom) out += '>';
   out.append(b);
   if (!b.empty() && b.back() != '\n') out += '\n';
   out += '\n';
