@@ -343,7 +343,9 @@ std::string client_view(const std::string& data, const MboxMessage& m) {
     size_t e = data.find('\n', p);
     e = e == std::string::npos || e + 1 > hend ? hend : e + 1;
     std::string_view line(data.data() + p, e - p);
-    if (line == "\n" || line == "\r\n") break;
+    // A header cut off after a lone CR ends there: given the newline a rewrite
+    // adds, it would be the "\r\n" that ends a header.
+    if (line == "\n" || line == "\r\n" || (line == "\r" && e == hend)) break;
     if (!line.empty() && (line[0] == ' ' || line[0] == '\t')) {
       if (!skipping) out.append(line);
     } else {
@@ -383,7 +385,9 @@ std::string render(const std::string& data, const MboxMessage& m, uint32_t base_
     size_t e = data.find('\n', p);
     e = e == std::string::npos || e + 1 > hend ? hend : e + 1;
     std::string_view line(data.data() + p, e - p);
-    if (line == "\n" || line == "\r\n") break;
+    // A header cut off after a lone CR ends there: given the newline a rewrite
+    // adds, it would be the "\r\n" that ends a header.
+    if (line == "\n" || line == "\r\n" || (line == "\r" && e == hend)) break;
     if (!line.empty() && (line[0] == ' ' || line[0] == '\t')) {
       if (!skipping) out.append(line);
     } else {

@@ -424,3 +424,19 @@ TEST_CASE("mboxfmt: a body that starts with From_ after a CRLF blank line stays 
   REQUIRE(m2.size() == 1);
   CHECK(mboxfmt::client_view(again, m2[0]) == view);
 }
+
+TEST_CASE("mboxfmt: a header cut off after a lone CR reads the same after a rewrite") {
+  // Found by tests/fuzz/mbox (corpus/mbox/header_lone_cr): render() gave the cut-off
+  // "\r" its newline, and the "\r\n" so made ended the header on the next read, so
+  // our X-UID line became body.
+  const std::string t = "From x Thu Nov 27 20:54:21 2026\nSubject: a\nX-Other: b\r\n\r";
+  auto m = mboxfmt::parse(t);
+  REQUIRE(m.size() == 1);
+  const std::string view = mboxfmt::client_view(t, m[0]);
+  CHECK(view == "Subject: a\nX-Other: b\r\n\n");
+  std::string again = mboxfmt::render(t, m[0], 0, 0);
+  auto m2 = mboxfmt::parse(again);
+  REQUIRE(m2.size() == 1);
+  CHECK(mboxfmt::client_view(again, m2[0]) == view);
+  CHECK(m2[0].size == m[0].size);
+}
