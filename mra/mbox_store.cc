@@ -50,6 +50,25 @@ bool iequal_prefix(std::string_view line, std::string_view name) {
   return line[name.size()] == ':';
 }
 
+// An IMAP keyword (RFC 3501 9: flag-keyword = atom). X-Keywords is a header of the
+// message as it arrived, so anyone who sends mail can write it: a "keyword" with a
+// CR or another byte no atom has would go into FETCH FLAGS as it is, and would not
+// even survive our own rewrite (a trailing CR is trimmed on the next read).
+bool is_keyword(std::string_view k) {
+  if (k.empty()) return false;
+  for (char c : k) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || u >= 0x7f) return false;
+    switch (c) {
+      case '(': case ')': case '{': case '%': case '*': case '"': case '\\': case ']':
+        return false;
+      default:
+        break;
+    }
+  }
+  return true;
+}
+
 // One of the headers we manage (and hide from clients)?
 std::optional<std::string_view> managed(std::string_view line) {
   for (std::string_view n : {"Status", "X-Status", "X-UID", "X-IMAPbase", "X-Keywords", "Content-Length"}) {
@@ -299,7 +318,7 @@ std::vector<MboxMessage> parse(const std::string& data) {
           }
         } else if (*n == "X-Keywords") {
           for (const std::string& k : common::split(v, ' ')) {
-            if (!k.empty() && k[0] != '\\' && std::find(m.flags.begin(), m.flags.end(), k) == m.flags.end()) {
+            if (is_keyword(k) && std::find(m.flags.begin(), m.flags.end(), k) == m.flags.end()) {
               m.flags.push_back(k);
             }
           }

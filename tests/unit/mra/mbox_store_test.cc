@@ -440,3 +440,15 @@ TEST_CASE("mboxfmt: a header cut off after a lone CR reads the same after a rewr
   CHECK(mboxfmt::client_view(again, m2[0]) == view);
   CHECK(m2[0].size == m[0].size);
 }
+
+TEST_CASE("mboxfmt: X-Keywords yields only IMAP atoms") {
+  // Found by tests/fuzz/mbox (corpus/mbox/keywords_cr): a keyword ending in CR (any
+  // sender can write X-Keywords) was taken as it was, went into FLAGS, and lost its
+  // CR at the next rewrite.
+  const std::string t = std::string("From x Thu Nov 27 20:54:21 2026\nX-Keywords: $Junk wo(rk a\001b bad\r ok\\ fine\n\nbody\n");
+  auto m = mboxfmt::parse(t);
+  REQUIRE(m.size() == 1);
+  CHECK(m[0].flags == std::vector<std::string>{"$Junk", "fine"});
+  std::string again = mboxfmt::render(t, m[0], 0, 0);
+  CHECK(mboxfmt::parse(again)[0].flags == m[0].flags);
+}
