@@ -1,5 +1,7 @@
 #include "authd/sasl.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <sasl/saslplug.h>
 #include <unistd.h>
@@ -151,6 +153,17 @@ std::vector<std::string> Sasl::available(const AuthCore& core) {
 
 void Sasl::done() { sasl_done(); }
 
+std::string sasl_endpoint(std::string_view ip, std::string_view port) {
+  if (ip.empty() || ip.size() >= INET6_ADDRSTRLEN) return "";
+  const std::string addr(ip);
+  unsigned char buf[sizeof(in6_addr)];
+  if (::inet_pton(AF_INET, addr.c_str(), buf) != 1 && ::inet_pton(AF_INET6, addr.c_str(), buf) != 1) return "";
+  if (port.empty()) return addr + ";0";
+  std::optional<uint64_t> p = common::parse_u64(port);
+  if (!p || *p > 65535) return "";
+  return addr + ";" + std::to_string(*p);
+}
+
 common::Result<std::unique_ptr<SaslRequest>> SaslRequest::create(AuthCore& core, const Params& params) {
   std::unique_ptr<SaslRequest> r(new SaslRequest(core, params));
   r->callbacks_ = {
@@ -159,8 +172,8 @@ common::Result<std::unique_ptr<SaslRequest>> SaslRequest::create(AuthCore& core,
       {SASL_CB_LIST_END, nullptr, nullptr},
   };
   const unsigned flags = params.final_resp_ok ? SASL_SUCCESS_DATA : 0;
-  std::string local = params.lip.empty() ? "" : params.lip + ";" + (params.lport.empty() ? "0" : params.lport);
-  std::string remote = params.rip.empty() ? "" : params.rip + ";" + (params.rport.empty() ? "0" : params.rport);
+  std::string local = sasl_endpoint(params.lip, params.lport);
+  std::string remote = sasl_endpoint(params.rip, params.rport);
   int rc = sasl_server_new(params.service.c_str(), nullptr, nullptr, local.empty() ? nullptr : local.c_str(),
                            remote.empty() ? nullptr : remote.c_str(), r->callbacks_.data(), flags, &r->conn_);
   if (rc != SASL_OK) {

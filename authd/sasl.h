@@ -18,6 +18,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "authd/auth_core.h"
@@ -33,6 +34,13 @@ class Sasl {
   static std::vector<std::string> available(const AuthCore& core);
   static void done();
 };
+
+// The "ip;port" form Cyrus takes for a connection's local or remote end, or "" when
+// the peer's lip/rip/lport/rport are not a numeric address and port (Cyrus would
+// refuse them, and its sasl_server_new() leaks 232 bytes on that error path: found
+// by tests/fuzz/auth_client_session). The addresses are only for Cyrus' logs and
+// some mechanisms' bindings, so such a request goes on without them.
+std::string sasl_endpoint(std::string_view ip, std::string_view port);
 
 class SaslRequest {
  public:

@@ -73,6 +73,8 @@ class Reader {
     return true;
   }
   bool ok() const { return ok_; }
+  // Every byte read and nothing failed: the value is exactly what was decoded.
+  bool done() const { return ok_ && d_.empty(); }
 
  private:
   bool fail() {
@@ -90,28 +92,26 @@ struct MailboxIndex::Meta {
   MailboxStatus st;
 };
 
-namespace {
-
-std::string encode_meta(const MailboxIndex::Meta& m) {
+std::string encode_meta(uint32_t id, const MailboxStatus& st) {
   std::string s;
-  put_u32(s, m.id);
-  put_u32(s, m.st.uid_validity);
-  put_u32(s, m.st.uid_next);
-  put_u64(s, m.st.highest_modseq);
-  put_u32(s, m.st.messages);
-  put_u64(s, m.st.bytes);
+  put_u32(s, id);
+  put_u32(s, st.uid_validity);
+  put_u32(s, st.uid_next);
+  put_u64(s, st.highest_modseq);
+  put_u32(s, st.messages);
+  put_u64(s, st.bytes);
   return s;
 }
 
-bool decode_meta(std::string_view v, MailboxIndex::Meta& m) {
+bool decode_meta(std::string_view v, uint32_t& id, MailboxStatus& st) {
   Reader r(v);
-  r.u32(m.id);
-  r.u32(m.st.uid_validity);
-  r.u32(m.st.uid_next);
-  r.u64(m.st.highest_modseq);
-  r.u32(m.st.messages);
-  r.u64(m.st.bytes);
-  return r.ok();
+  r.u32(id);
+  r.u32(st.uid_validity);
+  r.u32(st.uid_next);
+  r.u64(st.highest_modseq);
+  r.u32(st.messages);
+  r.u64(st.bytes);
+  return r.done();
 }
 
 std::string encode_record(const MessageRecord& m) {
@@ -151,8 +151,14 @@ bool decode_record(std::string_view v, uint32_t uid, MessageRecord& m) {
   m.in_new = in_new != 0;
   m.internal_date = static_cast<int64_t>(idate);
   m.save_date = static_cast<int64_t>(sdate);
-  return r.ok() && ver == kRecordVersion;
+  if (!r.done() || ver != kRecordVersion || in_new > 1) return false;
+  // `file` is joined to the mailbox directory and renamed and unlinked there: a
+  // record that names anything but a maildir entry of its own message (a path with
+  // '/', "..", a dotfile) is corrupt, never a file to touch.
+  return maildir::valid_entry_name(m.file) && maildir::parse_name(m.file).base == m.base;
 }
+
+namespace {
 
 std::string msg_key(uint32_t id, uint32_t uid) {
   std::string k;
@@ -371,7 +377,7 @@ Result<MailboxIndex::Meta> MailboxIndex::get_meta(lmdb::Txn& txn, const std::str
   Meta m;
   Result<std::string_view> v = txn.get(dbs_->mailboxes, mailbox);
   if (v) {
-    if (!decode_meta(*v, m)) return corrupt("mailbox " + mailbox);
+    if (!decode_meta(*v, m.id, m.st)) return corrupt("mailbox " + mailbox);
     return m;
   }
   if (v.error().kind != ErrorKind::kNotFound) return v.take_error();
@@ -391,7 +397,7 @@ Result<MailboxIndex::Meta> MailboxIndex::get_meta(lmdb::Txn& txn, const std::str
 }
 
 Status MailboxIndex::put_meta(lmdb::Txn& txn, const std::string& mailbox, const Meta& meta) {
-  return txn.put(dbs_->mailboxes, mailbox, encode_meta(meta));
+  return txn.put(dbs_->mailboxes, mailbox, encode_meta(meta.id, meta.st));
 }
 
 Result<MessageRecord> MailboxIndex::get_record(lmdb::Txn& txn, uint32_t id, uint32_t uid) {
@@ -967,7 +973,7 @@ Result<MailboxIndex::Usage> MailboxIndex::usage() {
     for (auto e = cur->first(); e; e = cur->next()) {
       if (!e->first.empty() && e->first[0] == '\0') continue;
       Meta m;
-      if (!decode_meta(e->second, m)) return corrupt("mailbox record");
+      if (!decode_meta(e->second, m.id, m.st)) return corrupt("mailbox record");
       u.bytes += m.st.bytes;
       u.messages += m.st.messages;
     }

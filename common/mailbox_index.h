@@ -95,6 +95,18 @@ struct MessageRecord {
   }
 };
 
+// The stored forms, exposed for the unit tests and the fuzz target
+// (tests/fuzz/mailbox_index_record_fuzz.cc). A message record is the value under
+// (mailbox id, UID); a mailbox's meta record the value under its name. Both are
+// fixed-width big-endian integers and u32-length-prefixed strings, behind a version
+// byte for the message record. The index file belongs to the mailbox owner and
+// other programs can write it, so a decoder treats its bytes as untrusted: false for
+// anything the encoder could not have written, and nothing is read past the value.
+std::string encode_record(const MessageRecord& rec);
+bool decode_record(std::string_view v, uint32_t uid, MessageRecord& rec);
+std::string encode_meta(uint32_t id, const MailboxStatus& st);
+bool decode_meta(std::string_view v, uint32_t& id, MailboxStatus& st);
+
 // What a sync changed.
 struct SyncResult {
   uint32_t added = 0;

@@ -259,20 +259,27 @@ Result<std::vector<Message>> read_all(const std::string& path) {
     if (n == 0) break;
     data.append(buf, static_cast<size_t>(n));
   }
+  return split(data);
+}
+
+std::vector<Message> split(std::string_view data) {
   std::vector<Message> out;
   size_t pos = 0;
   bool prev_blank = true;
   Message* cur = nullptr;
+  // Drops the blank separator line that ended a message (the whole content of an
+  // empty one), the same for the last message as for the others.
+  auto drop_separator = [](Message* m) {
+    if (!m || m->content.empty() || m->content.back() != '\n') return;
+    if (m->content.size() >= 2 && m->content[m->content.size() - 2] == '\n') m->content.pop_back();
+    else if (m->content == "\n") m->content.clear();
+  };
   while (pos < data.size()) {
     size_t nl = data.find('\n', pos);
     size_t end = nl == std::string::npos ? data.size() : nl + 1;
     std::string_view line(data.data() + pos, end - pos);
     if (prev_blank && line.substr(0, 5) == kFrom) {
-      if (cur && !cur->content.empty() && cur->content.back() == '\n') {
-        // Drop the blank separator line that ended the previous message.
-        if (cur->content.size() >= 2 && cur->content[cur->content.size() - 2] == '\n') cur->content.pop_back();
-        else if (cur->content == "\n") cur->content.clear();
-      }
+      drop_separator(cur);
       out.emplace_back();
       cur = &out.back();
       std::string_view rest = line.substr(5);
@@ -286,7 +293,7 @@ Result<std::vector<Message>> read_all(const std::string& path) {
     prev_blank = line == "\n";
     pos = end;
   }
-  if (cur && cur->content.size() >= 2 && cur->content.substr(cur->content.size() - 2) == "\n\n") cur->content.pop_back();
+  drop_separator(cur);
   return out;
 }
 

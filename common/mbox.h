@@ -110,5 +110,8 @@ struct Message {
   std::string content;    // header and body, LF line ends, without the separating blank line
 };
 Result<std::vector<Message>> read_all(const std::string& path);
+// The messages of an mbox's bytes (what read_all() does after reading): a message
+// starts at a From_ line at the start of the data or after an empty line.
+std::vector<Message> split(std::string_view data);
 
 }  // namespace tern::common::mbox

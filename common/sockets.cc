@@ -352,6 +352,7 @@ std::optional<std::string> packet_unescape(std::string_view s) {
   std::string out;
   out.reserve(s.size());
   for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\n' || s[i] == '\0') return std::nullopt;  // packet_escape() never leaves these raw
     if (s[i] != '\\') {
       out += s[i];
       continue;
@@ -380,10 +381,12 @@ std::optional<PacketFields> parse_packet(std::string_view packet, std::string_vi
   PacketFields f;
   for (size_t i = 1; i < parts.size(); ++i) {
     size_t eq = parts[i].find('=');
-    if (eq == std::string::npos) return std::nullopt;
+    if (eq == std::string::npos || eq == 0) return std::nullopt;
     std::optional<std::string> v = packet_unescape(std::string_view(parts[i]).substr(eq + 1));
     if (!v) return std::nullopt;
-    f[parts[i].substr(0, eq)] = std::move(*v);
+    // A second value for a key is no packet encode_packet() writes; taking either
+    // one would let the two ends of a helper protocol read different requests.
+    if (!f.emplace(parts[i].substr(0, eq), std::move(*v)).second) return std::nullopt;
   }
   return f;
 }

@@ -47,10 +47,13 @@ Result<std::pair<std::string, UniqueFd>> recv_fd(int sock, size_t max_payload);
 // (\t \n \0 \\) so a packet is one record whatever the values hold.
 using PacketFields = std::map<std::string, std::string>;
 std::string packet_escape(std::string_view s);
-// nullopt for an escape packet_escape() never writes (a trailing or unknown '\\').
+// nullopt for anything packet_escape() never writes: a trailing or unknown '\\', or
+// a raw LF or NUL.
 std::optional<std::string> packet_unescape(std::string_view s);
 std::string encode_packet(std::string_view verb, const std::vector<std::pair<std::string, std::string>>& kv);
-// nullopt unless it is `verb` followed by key=value fields.
+// nullopt unless it is `verb` followed by key=value fields, each key non-empty and
+// given once: only what encode_packet() can write (a peer that sends anything else
+// is broken or compromised).
 std::optional<PacketFields> parse_packet(std::string_view packet, std::string_view verb);
 
 // Accepts connections on a listening socket from the event loop.

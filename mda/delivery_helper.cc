@@ -38,7 +38,9 @@ std::string encode(std::string_view verb, const std::vector<std::pair<std::strin
 
 Outcome temp(std::string log) { return Outcome{Reply(451, "4.3.0", "Temporary internal failure"), std::move(log), "", 0}; }
 
-std::string encode_outcome(const Outcome& o) {
+}  // namespace
+
+std::string encode_helper_outcome(const Outcome& o) {
   return encode("DONE", {{"code", std::to_string(o.reply.code)},
                          {"enhanced", o.reply.enhanced},
                          {"text", o.reply.lines.empty() ? "" : o.reply.lines[0]},
@@ -47,18 +49,29 @@ std::string encode_outcome(const Outcome& o) {
                          {"uid", std::to_string(o.uid)}});
 }
 
-Outcome decode_outcome(std::string_view packet) {
+Outcome decode_helper_outcome(std::string_view packet) {
   std::optional<Fields> f = parse_packet(packet, "DONE");
   if (!f) return temp("delivery helper sent a malformed reply");
   Outcome o;
   std::optional<uint64_t> code = common::parse_u64((*f)["code"]);
   if (!code || *code < 200 || *code > 599) return temp("delivery helper sent a bad code");
-  o.reply = Reply(static_cast<int>(*code), (*f)["enhanced"], (*f)["text"]);
+  // The enhanced code goes into the LMTP reply as it is (Reply::format() cleans only
+  // the text): one the child made up could end the line and forge the replies of
+  // the recipients after it.
+  const std::string& enhanced = (*f)["enhanced"];
+  if (!enhanced.empty() && !common::smtp::valid_enhanced(enhanced, static_cast<int>(*code))) {
+    return temp("delivery helper sent a bad enhanced status code");
+  }
+  std::optional<uint64_t> uid = common::parse_u64((*f)["uid"]);
+  if (!uid || *uid > UINT32_MAX) return temp("delivery helper sent a bad uid");
+  o.reply = Reply(static_cast<int>(*code), enhanced, (*f)["text"]);
   o.log = (*f)["log"];
   o.mailbox = (*f)["mailbox"];
-  o.uid = static_cast<uint32_t>(common::parse_u64((*f)["uid"]).value_or(0));
+  o.uid = static_cast<uint32_t>(*uid);
   return o;
 }
+
+namespace {
 
 Result<MailUser> lookup_user(const common::Config& cfg, const std::string& user) {
   common::ev::Loop loop;
@@ -223,7 +236,7 @@ Outcome serve(const common::Config& cfg, const Settings& settings, const Groups&
       env.arrival = static_cast<time_t>(common::parse_u64(get("arrival")).value_or(0));
       o = deliver(as_user, mu, env, body, nullptr);
     }
-    std::string packet = encode_outcome(o);
+    std::string packet = encode_helper_outcome(o);
     (void)!::write(wr.get(), packet.data(), packet.size());
     ::_exit(0);
   }
@@ -242,7 +255,7 @@ Outcome serve(const common::Config& cfg, const Settings& settings, const Groups&
                 std::to_string(time_limit_s) + "s); killed process " + std::to_string(pid));
   }
   if (got.empty()) return temp("delivery helper: the delivery process for " + mu.name + " died (status " + std::to_string(status) + ")");
-  return decode_outcome(got);
+  return decode_helper_outcome(got);
 }
 
 [[noreturn]] void helper_main(const common::Config& cfg, common::UniqueFd sock) {
@@ -262,8 +275,8 @@ Outcome serve(const common::Config& cfg, const Settings& settings, const Groups&
       ::_exit(1);
     }
     Outcome o = serve(cfg, settings, groups, time_limit_s, *f, std::move(req->second));
-    std::string packet = encode_outcome(o);
-    if (packet.size() > kMaxHelperPacket) packet = encode_outcome(temp("delivery helper: reply too long"));
+    std::string packet = encode_helper_outcome(o);
+    if (packet.size() > kMaxHelperPacket) packet = encode_helper_outcome(temp("delivery helper: reply too long"));
     if (!common::net::send_fd(sock.get(), -1, packet)) ::_exit(0);
   }
 }
@@ -308,7 +321,7 @@ Outcome DeliveryHelper::deliver(const DeliveryJob& job, const MessageSpool& body
   }
   Result<std::pair<std::string, common::UniqueFd>> r = common::net::recv_fd(sock_.get(), kMaxHelperPacket);
   if (!r) return temp("delivery helper: " + r.error().message);
-  return decode_outcome(r->first);
+  return decode_helper_outcome(r->first);
 }
 
 }  // namespace tern::mda

@@ -55,6 +55,14 @@ inline constexpr size_t kMaxHelperPacket = 65536;
 inline std::string helper_escape(std::string_view s) { return common::net::packet_escape(s); }
 inline std::optional<std::string> helper_unescape(std::string_view s) { return common::net::packet_unescape(s); }
 
+// The reply packet, both ways (exposed for the unit tests and the fuzz target). The
+// helper decodes what its per-delivery child (running as the user) wrote, and
+// tern-mda what the helper sent on: decode_helper_outcome() turns anything the
+// encoder could not have written into a 451 4.3.0 outcome, never into reply text
+// of the sender's choosing.
+std::string encode_helper_outcome(const Outcome& o);
+Outcome decode_helper_outcome(std::string_view packet);
+
 class DeliveryHelper {
  public:
   // Forks the helper (the caller is root). `close_fds` are closed in the helper

@@ -50,6 +50,25 @@ bool iequal_prefix(std::string_view line, std::string_view name) {
   return line[name.size()] == ':';
 }
 
+// An IMAP keyword (RFC 3501 9: flag-keyword = atom). X-Keywords is a header of the
+// message as it arrived, so anyone who sends mail can write it: a "keyword" with a
+// CR or another byte no atom has would go into FETCH FLAGS as it is, and would not
+// even survive our own rewrite (a trailing CR is trimmed on the next read).
+bool is_keyword(std::string_view k) {
+  if (k.empty()) return false;
+  for (char c : k) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || u >= 0x7f) return false;
+    switch (c) {
+      case '(': case ')': case '{': case '%': case '*': case '"': case '\\': case ']':
+        return false;
+      default:
+        break;
+    }
+  }
+  return true;
+}
+
 // One of the headers we manage (and hide from clients)?
 std::optional<std::string_view> managed(std::string_view line) {
   for (std::string_view n : {"Status", "X-Status", "X-UID", "X-IMAPbase", "X-Keywords", "Content-Length"}) {
@@ -299,7 +318,7 @@ std::vector<MboxMessage> parse(const std::string& data) {
           }
         } else if (*n == "X-Keywords") {
           for (const std::string& k : common::split(v, ' ')) {
-            if (!k.empty() && k[0] != '\\' && std::find(m.flags.begin(), m.flags.end(), k) == m.flags.end()) {
+            if (is_keyword(k) && std::find(m.flags.begin(), m.flags.end(), k) == m.flags.end()) {
               m.flags.push_back(k);
             }
           }
@@ -343,13 +362,19 @@ std::string client_view(const std::string& data, const MboxMessage& m) {
     size_t e = data.find('\n', p);
     e = e == std::string::npos || e + 1 > hend ? hend : e + 1;
     std::string_view line(data.data() + p, e - p);
-    if (line == "\n" || line == "\r\n") break;
+    // A header cut off after a lone CR ends there: given the newline a rewrite
+    // adds, it would be the "\r\n" that ends a header.
+    if (line == "\n" || line == "\r\n" || (line == "\r" && e == hend)) break;
     if (!line.empty() && (line[0] == ' ' || line[0] == '\t')) {
       if (!skipping) out.append(line);
     } else {
       skipping = managed(line).has_value();
       if (!skipping) out.append(line);
     }
+    // As render() writes it: a header cut off without its newline gets one, so the
+    // message a client sees is the same before and after its first rewrite (IMAP
+    // messages are immutable, RFC 3501 2.3).
+    if (!skipping && !out.empty() && out.back() != '\n') out += '\n';
     p = e;
   }
   out += '\n';
@@ -364,6 +389,7 @@ std::string client_view(const std::string& data, const MboxMessage& m) {
     out.append(line);
     q = e;
   }
+  if (!b.empty() && b.back() != '\n') out += '\n';  // render() ends the body so, too
   return out;
 }
 
@@ -378,7 +404,9 @@ std::string render(const std::string& data, const MboxMessage& m, uint32_t base_
     size_t e = data.find('\n', p);
     e = e == std::string::npos || e + 1 > hend ? hend : e + 1;
     std::string_view line(data.data() + p, e - p);
-    if (line == "\n" || line == "\r\n") break;
+    // A header cut off after a lone CR ends there: given the newline a rewrite
+    // adds, it would be the "\r\n" that ends a header.
+    if (line == "\n" || line == "\r\n" || (line == "\r" && e == hend)) break;
     if (!line.empty() && (line[0] == ' ' || line[0] == '\t')) {
       if (!skipping) out.append(line);
     } else {
@@ -403,6 +431,11 @@ std::string render(const std::string& data, const MboxMessage& m, uint32_t base_
   if (!kw.empty()) out += "X-Keywords: " + kw + "\n";
   out += '\n';
   std::string_view b = m.body_off < m.end ? raw_body(data, m) : std::string_view();
+  // The body now follows the "\n" written above, where the file may have had a
+  // "\r\n" (a header ends at either, a message starts only after "\n"): a first
+  // body line "From " would start a message of its own. Quoted, it reads the same
+  // (client_view() takes one '>' off).
+  if (b.substr(0, 5) == kFrom) out += '>';
   out.append(b);
   if (!b.empty() && b.back() != '\n') out += '\n';
   out += '\n';

@@ -556,3 +556,52 @@ TEST_CASE("a file written with CRLF is measured as it will be served", "[mailbox
   CHECK((*recs)[2].size == 22);
   CHECK((*recs)[2].vsize == 24);
 }
+
+TEST_CASE("record decoding: a record is refused unless the encoder could have written it", "[mailbox_index][record]") {
+  MessageRecord m;
+  m.uid = 3;
+  m.base = "1700000000.M1P2Q3.host,S=120,W=124";
+  m.file = m.base + ":2,FS";
+  m.flags = "FS";
+  m.modseq = 5;
+  m.size = 120;
+  m.vsize = 124;
+  m.internal_date = 1700000000;
+  m.save_date = -1;
+  m.envelope = "(NIL)";
+  const std::string v = encode_record(m);
+  MessageRecord back;
+  REQUIRE(decode_record(v, 3, back));
+  CHECK(encode_record(back) == v);
+  CHECK(back.file == m.file);
+  CHECK(back.save_date == -1);
+  // Truncated anywhere: refused.
+  for (size_t n = 0; n < v.size(); ++n) CHECK_FALSE(decode_record(v.substr(0, n), 3, back));
+  // Found by tests/fuzz/mailbox_index_record: trailing bytes, an in_new byte other
+  // than 0/1, and a `file` that is not a maildir entry of the record's own base
+  // (corpus/mailbox_index_record/traversal: "../../x", which expunge would have
+  // unlinked and set_flags renamed, outside the mailbox) were accepted.
+  CHECK_FALSE(decode_record(v + "x", 3, back));
+  std::string in_new = v;
+  in_new[1] = 2;
+  CHECK_FALSE(decode_record(in_new, 3, back));
+  for (const std::string& file : {std::string("../../x:2,S"), std::string("cur/x"), std::string(".hidden"),
+                                  std::string(""), std::string("other-base:2,S")}) {
+    MessageRecord bad = m;
+    bad.file = file;
+    bad.base = file == "other-base:2,S" ? m.base : maildir::parse_name(file).base;
+    INFO(file);
+    CHECK_FALSE(decode_record(encode_record(bad), 3, back));
+  }
+  // The mailbox meta record: exact length only.
+  MailboxStatus st{1700000000, 42, 77, 40, 123456};
+  const std::string mv = encode_meta(9, st);
+  uint32_t id = 0;
+  MailboxStatus st2;
+  REQUIRE(decode_meta(mv, id, st2));
+  CHECK(id == 9);
+  CHECK(st2.uid_next == 42);
+  CHECK(st2.bytes == 123456);
+  CHECK_FALSE(decode_meta(mv + "x", id, st2));
+  CHECK_FALSE(decode_meta(mv.substr(0, mv.size() - 1), id, st2));
+}

@@ -202,3 +202,22 @@ TEST_CASE("reading an mbox written by another program", "[mbox]") {
   CHECK((*m)[0].content == "Subject: 1\n\nbody\nFrom x\n");
   CHECK((*m)[1].content == "Subject: 2\n\nplain\n");
 }
+
+TEST_CASE("split: an empty message is empty wherever it is", "[mbox]") {
+  // Found by tests/fuzz/mbox (corpus/mbox/empty_last): an empty message read as
+  // "" in the middle of an mbox but as "\n" at its end.
+  const std::string empty = from_line("", 0) + "\n";
+  const std::string one = from_line("", 0) + "\n\n";  // content "\n"
+  for (const std::string& file : {empty + empty, one + empty, empty + one}) {
+    std::vector<Message> m = split(file);
+    REQUIRE(m.size() == 2);
+    CHECK(m[0].content == (file.rfind(one, 0) == 0 ? "\n" : ""));
+    CHECK(m[1].content == (file == empty + one ? "\n" : ""));
+  }
+  // The last message without its blank line, or without a final newline, keeps
+  // what it has.
+  CHECK(split("From x\nSubject: a\n\nbody\n")[0].content == "Subject: a\n\nbody\n");
+  CHECK(split("From x\nSubject: a\n\nbody")[0].content == "Subject: a\n\nbody");
+  CHECK(split("").empty());
+  CHECK(split("no From_ line\n").empty());
+}

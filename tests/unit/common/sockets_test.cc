@@ -391,3 +391,25 @@ TEST_CASE("Listener out of file descriptors refuses with its spare, backs off wi
   while (accepted.size() < 1 && !expired) uv_run(loop.get(), UV_RUN_ONCE);
   CHECK(accepted.size() == 1);
 }
+
+TEST_CASE("helper packets: parse_packet takes only what encode_packet writes", "[sockets][packet]") {
+  const std::vector<std::pair<std::string, std::string>> kv = {
+      {"user", "sys"}, {"received", "Received: from x\n\tby y\n"}, {"odd", std::string("a\\b\0c", 5)}, {"empty", ""}};
+  std::string p = net::encode_packet("DELIVER", kv);
+  std::optional<net::PacketFields> f = net::parse_packet(p, "DELIVER");
+  REQUIRE(f);
+  CHECK(f->size() == kv.size());
+  for (const auto& [k, v] : kv) CHECK(f->at(k) == v);
+  CHECK_FALSE(net::parse_packet(p, "DONE"));
+  // Found by tests/fuzz/delivery_helper_packet: a repeated key (the last one won),
+  // an empty key, and a raw LF or NUL were accepted, though no encoder writes them.
+  CHECK_FALSE(net::parse_packet("DONE\tcode=250\tcode=550", "DONE"));
+  CHECK_FALSE(net::parse_packet("DONE\t=250", "DONE"));
+  CHECK_FALSE(net::parse_packet("DONE\ttext=a\nb", "DONE"));
+  CHECK_FALSE(net::parse_packet(std::string("DONE\ttext=a\0b", 13), "DONE"));
+  CHECK_FALSE(net::parse_packet("DONE\ttext=a\\", "DONE"));
+  CHECK_FALSE(net::parse_packet("DONE\ttext=a\\x", "DONE"));
+  CHECK_FALSE(net::parse_packet("DONE\tnovalue", "DONE"));
+  CHECK(net::parse_packet("DONE", "DONE"));
+  CHECK(net::parse_packet("DONE\tk=", "DONE"));
+}

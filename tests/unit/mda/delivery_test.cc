@@ -420,3 +420,38 @@ TEST_CASE("delivery helper packet escaping round-trips", "[delivery]") {
     CHECK(helper_unescape(e) == s);
   }
 }
+
+TEST_CASE("delivery helper reply: only what the encoder writes becomes a reply", "[delivery]") {
+  Outcome ok;
+  ok.reply = common::smtp::Reply(250, "2.0.0", "<sys@example.test> Saved");
+  ok.log = "saved mail to INBOX\nsecond line";
+  ok.mailbox = "Sent";
+  ok.uid = 4294967295u;
+  Outcome back = decode_helper_outcome(encode_helper_outcome(ok));
+  CHECK(back.reply.format() == "250 2.0.0 <sys@example.test> Saved\r\n");
+  CHECK(back.log == ok.log);
+  CHECK(back.mailbox == "Sent");
+  CHECK(back.uid == 4294967295u);
+  // Found by tests/fuzz/delivery_helper_packet: the enhanced code went into the LMTP
+  // reply unchecked, so a child could end the line and forge another recipient's
+  // reply (corpus/delivery_helper_packet/enhanced_crlf).
+  const std::string bad[] = {
+      "DONE\tcode=452\tenhanced=4.2.2\r\\n250 2.0.0 forged\ttext=x\tlog=\tmailbox=\tuid=0",
+      "DONE\tcode=250\tenhanced=5.1.1\ttext=x\tlog=\tmailbox=\tuid=0",   // class is not the code's
+      "DONE\tcode=250\tenhanced=2.0.0\ttext=x\tlog=\tmailbox=\tuid=4294967296",
+      "DONE\tcode=250\tenhanced=2.0.0\ttext=x\tlog=\tmailbox=\tuid=",
+      // A repeated key (corpus/delivery_helper_packet/done_dup): the two ends must
+      // not read different replies from one packet.
+      "DONE\tcode=250\tenhanced=2.0.0\ttext=x\tcode=550\tuid=0",
+      "DONE\t=x\tcode=250\tuid=0",
+      std::string("DONE\tcode=250\ttext=raw\nLF\tuid=0"),
+      std::string("DONE\tcode=250\ttext=raw\0NUL\tuid=0", 32),
+  };
+  for (const std::string& p : bad) {
+    INFO(p);
+    Outcome o = decode_helper_outcome(p);
+    CHECK(o.reply.code == 451);
+    CHECK(o.reply.format() == "451 4.3.0 Temporary internal failure\r\n");
+  }
+  CHECK(decode_helper_outcome("DONE\tcode=250\tenhanced=\ttext=x\tlog=\tmailbox=\tuid=0").reply.code == 250);
+}

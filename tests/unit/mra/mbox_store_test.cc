@@ -386,3 +386,69 @@ TEST_CASE("MboxStore: one POP3 session per maildrop") {
   CHECK(s->open("INBOX", OpenMode::kPop3));
 }
 
+
+TEST_CASE("mboxfmt: a message cut off without its newline looks the same after a rewrite") {
+  // Found by tests/fuzz/mbox (corpus/mbox/crlf_truncated): render() ends a header
+  // line and the body with a newline, client_view() did not, so BODY[] and
+  // RFC822.SIZE of the last message of a truncated mbox changed at its first flag
+  // change.
+  for (const std::string& t : {std::string("From x Thu Nov 27 20:54:21 2026\nSubject: cut"),
+                               std::string("From x Thu Nov 27 20:54:21 2026\nSubject: a\n\nbody cut"),
+                               std::string("From x Thu Nov 27 20:54:21 2026\r\nSubject: c\r\n\r\nbody\r\n\r\nFrom y\nend")}) {
+    INFO(t);
+    auto m = mboxfmt::parse(t);
+    REQUIRE(m.size() == 1);
+    const std::string view = mboxfmt::client_view(t, m[0]);
+    CHECK(view.back() == '\n');
+    std::string again = mboxfmt::render(t, m[0], 0, 0);
+    auto m2 = mboxfmt::parse(again);
+    REQUIRE(m2.size() == 1);
+    CHECK(mboxfmt::client_view(again, m2[0]) == view);
+    CHECK(m2[0].size == m[0].size);
+  }
+  std::string t = "From x Thu Nov 27 20:54:21 2026\nSubject: cut";
+  CHECK(mboxfmt::client_view(t, mboxfmt::parse(t)[0]) == "Subject: cut\n\n");
+}
+
+TEST_CASE("mboxfmt: a body that starts with From_ after a CRLF blank line stays one message") {
+  // Found by tests/fuzz/mbox (corpus/mbox/crlf_separator_from): the header ended at
+  // "\r\n", so "From y" was body; render() wrote the separator as "\n", and the next
+  // read found two messages (a flag change split the message in two).
+  const std::string t = "From x Thu Nov 27 20:54:21 2026\nSubject: a\n\r\nFrom y\nbody\n";
+  auto m = mboxfmt::parse(t);
+  REQUIRE(m.size() == 1);
+  const std::string view = mboxfmt::client_view(t, m[0]);
+  CHECK(view == "Subject: a\n\nFrom y\nbody\n");
+  std::string again = mboxfmt::render(t, m[0], 0, 0);
+  auto m2 = mboxfmt::parse(again);
+  REQUIRE(m2.size() == 1);
+  CHECK(mboxfmt::client_view(again, m2[0]) == view);
+}
+
+TEST_CASE("mboxfmt: a header cut off after a lone CR reads the same after a rewrite") {
+  // Found by tests/fuzz/mbox (corpus/mbox/header_lone_cr): render() gave the cut-off
+  // "\r" its newline, and the "\r\n" so made ended the header on the next read, so
+  // our X-UID line became body.
+  const std::string t = "From x Thu Nov 27 20:54:21 2026\nSubject: a\nX-Other: b\r\n\r";
+  auto m = mboxfmt::parse(t);
+  REQUIRE(m.size() == 1);
+  const std::string view = mboxfmt::client_view(t, m[0]);
+  CHECK(view == "Subject: a\nX-Other: b\r\n\n");
+  std::string again = mboxfmt::render(t, m[0], 0, 0);
+  auto m2 = mboxfmt::parse(again);
+  REQUIRE(m2.size() == 1);
+  CHECK(mboxfmt::client_view(again, m2[0]) == view);
+  CHECK(m2[0].size == m[0].size);
+}
+
+TEST_CASE("mboxfmt: X-Keywords yields only IMAP atoms") {
+  // Found by tests/fuzz/mbox (corpus/mbox/keywords_cr): a keyword ending in CR (any
+  // sender can write X-Keywords) was taken as it was, went into FLAGS, and lost its
+  // CR at the next rewrite.
+  const std::string t = std::string("From x Thu Nov 27 20:54:21 2026\nX-Keywords: $Junk wo(rk a\001b bad\r ok\\ fine\n\nbody\n");
+  auto m = mboxfmt::parse(t);
+  REQUIRE(m.size() == 1);
+  CHECK(m[0].flags == std::vector<std::string>{"$Junk", "fine"});
+  std::string again = mboxfmt::render(t, m[0], 0, 0);
+  CHECK(mboxfmt::parse(again)[0].flags == m[0].flags);
+}
