@@ -48,3 +48,21 @@ def tern_factory(request):
     yield make
     for inst in made:
         _finish(request, inst)
+
+
+@pytest.fixture
+def mra(request):
+    """A running Tern with one IMAP/POP3 user (mra_helpers.make_mra)."""
+    from mra_helpers import make_mra
+    inst = make_mra()
+    yield inst
+    _finish(request, inst)
+
+
+@pytest.fixture
+def crashing_mra(request):
+    """As `mra`, for a test that crashes a daemon on purpose (Tern.expect_crashes)."""
+    from mra_helpers import make_mra
+    inst = make_mra(expect_crashes=True)
+    yield inst
+    _finish(request, inst)

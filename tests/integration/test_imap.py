@@ -13,16 +13,6 @@ from mra_helpers import (PW, USER, Raw, add_user, deliver, files_in, imap, maild
 from tern_harness import is_root, proc_status
 
 
-@pytest.fixture
-def mra(request):
-    t = make_mra()
-    yield t
-    t.stop()
-    rep = getattr(request.node, "rep_call", None)
-    if not (rep is not None and rep.failed):
-        t.cleanup()
-
-
 def fetch_one(c, seq, items):
     typ, data = c.fetch(seq, items)
     assert typ == "OK", data
@@ -489,16 +479,6 @@ def test_processes_run_as_the_configured_users(mra):
     # The worker's session is the user's: its mail files belong to vmail.
     assert all(os.stat(os.path.join(root, "cur", n)).st_uid == vmail.pw_uid for n in files_in(root, "cur"))
     c.logout()
-
-
-@pytest.fixture
-def crashing_mra(request):
-    t = make_mra(expect_crashes=True)
-    yield t
-    t.stop()
-    rep = getattr(request.node, "rep_call", None)
-    if not (rep is not None and rep.failed):
-        t.cleanup()
 
 
 def test_a_crashed_worker_takes_only_its_sessions(crashing_mra):

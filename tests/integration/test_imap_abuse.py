@@ -12,16 +12,6 @@ from mra_helpers import PW, USER, Raw, deliver, files_in, imap, maildir_of, make
 from tern_harness import wait_for
 
 
-@pytest.fixture
-def mra(request):
-    t = make_mra()
-    yield t
-    t.stop()
-    rep = getattr(request.node, "rep_call", None)
-    if not (rep is not None and rep.failed):
-        t.cleanup()
-
-
 def login_raw(t):
     r = Raw(t.port("imap"))
     assert r.line().startswith(b"* OK")

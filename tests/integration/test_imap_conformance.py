@@ -12,16 +12,6 @@ import pytest
 from mra_helpers import PW, USER, Raw, deliver, files_in, imap, maildir_of, make_mra, pop
 
 
-@pytest.fixture
-def mra(request):
-    t = make_mra()
-    yield t
-    t.stop()
-    rep = getattr(request.node, "rep_call", None)
-    if not (rep is not None and rep.failed):
-        t.cleanup()
-
-
 def place_in_cur(root, name, data):
     """Writes a message straight into cur/, as a migration tool (or another MDA) does:
     no S=/W= in the name, CRLF line ends kept. Owned like the folder."""

@@ -13,16 +13,6 @@ from mra_helpers import PW, USER, deliver, files_in, imap, maildir_of, make_mra,
 from tern_harness import wait_for
 
 
-@pytest.fixture
-def mra(request):
-    t = make_mra()
-    yield t
-    t.stop()
-    rep = getattr(request.node, "rep_call", None)
-    if not (rep is not None and rep.failed):
-        t.cleanup()
-
-
 def run(cmd, **kw):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, **kw)
     assert r.returncode == 0, f"{cmd[0]} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"

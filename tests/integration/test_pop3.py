@@ -18,16 +18,6 @@ def try_pop(t):
         raise
 
 
-@pytest.fixture
-def mra(request):
-    t = make_mra()
-    yield t
-    t.stop()
-    rep = getattr(request.node, "rep_call", None)
-    if not (rep is not None and rep.failed):
-        t.cleanup()
-
-
 def test_stat_list_uidl_top_retr(mra):
     deliver(mra, USER, "pop one", body="a\r\nb\r\nc\r\n.dotted line\r\n")
     deliver(mra, USER, "pop two")

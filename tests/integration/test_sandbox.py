@@ -23,16 +23,6 @@ def status_fields(pid):
         return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
 
 
-@pytest.fixture
-def mra(request):
-    t = make_mra()
-    yield t
-    t.stop()
-    rep = getattr(request.node, "rep_call", None)
-    if not (rep is not None and rep.failed):
-        t.cleanup()
-
-
 def test_network_facing_processes_run_filtered_and_root_ones_do_not(mra):
     c = imap(mra)  # a worker for the user
     c.select("INBOX")
