@@ -96,6 +96,8 @@ void emit(Level level, std::string_view service, const std::string& text) {
     }
     // No syslog: fall through to stderr so nothing is silently lost.
   }
+  // Dropped, except what explains an exit.
+  if (g_options.sink == Sink::kNone && level < Level::kFatal) return;
   std::string full = timestamp() + " " + g_host + " " + line + "\n";
   if (g_options.sink == Sink::kFile && g_file_fd >= 0) {
     write_all(g_file_fd, full);

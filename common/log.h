@@ -28,6 +28,7 @@ enum class Sink {
   kSyslog,  // /dev/log, facility mail (the production default)
   kStderr,  // standard error, with timestamp and host (development default)
   kFile,    // appended to a file, with timestamp and host (maillog_file)
+  kNone,    // dropped (fuzz targets, which run a session a thousand times a second)
 };
 
 struct Options {
