@@ -17,6 +17,7 @@
 #include <sasl/sasl.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -87,6 +88,8 @@ class SaslRequest {
   PassCheck check_;
   std::string last_user_;    // the canonical name Cyrus asked about
   std::string mech_;         // the mechanism started
+  // LOGIN: the user name the client sent, before its password step (see step()).
+  std::optional<std::string> login_user_;
 };
 
 }  // namespace tern::authd
