@@ -140,9 +140,23 @@ LocalOutcome run_command(const LocalJob& job) {
   }
   if (wfd >= 0) ::close(wfd);
   ::close(out[0]);
-  if (timed_out) ::kill(-pid, SIGKILL);
+  // The limit holds after the command closes its output too ("|prog >log 2>&1"):
+  // wait for its exit only until the same deadline.
   int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  while (!timed_out) {
+    pid_t w = ::waitpid(pid, &status, WNOHANG);
+    if (w == pid || (w < 0 && errno != EINTR)) break;
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      timed_out = true;
+      break;
+    }
+    ::poll(nullptr, 0, static_cast<int>(std::min<long long>(left.count(), 20)));
+  }
+  if (timed_out) {
+    ::kill(-pid, SIGKILL);
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
   }
   if (timed_out) return outcome('d', "4.3.0", "Command time limit exceeded: \"" + common::log_escape(cmd, 100) + "\"");
   return command_exit_outcome(status, output);

@@ -2,6 +2,7 @@
 // environment, and files that are symlinks.
 #include "mta/local_delivery.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -109,4 +110,25 @@ TEST_CASE("a command reads the message on its standard input") {
       CHECK(slurp(dir + "/body") == "Subject: x\n\nbody\n");
     }
   }
+}
+
+// command_time_limit holds whatever the command does with its output: one that
+// sends it elsewhere and keeps running is killed at the limit too (found by an
+// independent review: it ran to its end and counted as delivered).
+TEST_CASE("a command that closes its output is still killed at the time limit") {
+  const std::string dir = temp_dir();
+  mta::LocalJob job;
+  job.kind = mta::LocalJob::Kind::kCommand;
+  job.target = "exec >/dev/null 2>&1; sleep 30; touch " + dir + "/finished";
+  job.recipient = "prog@example.test";
+  job.body = "Subject: x\r\n\r\nbody\r\n";
+  job.user = "someone";
+  job.home = dir;
+  job.time_limit_s = 1;
+  mta::LocalOutcome o = mta::run_local(job);
+  CHECK(o.status == 'd');
+  CHECK(o.text.find("Command time limit exceeded") != std::string::npos);
+  ::usleep(200 * 1000);
+  struct stat st;
+  CHECK(::stat((dir + "/finished").c_str(), &st) != 0);  // the whole group was killed
 }
