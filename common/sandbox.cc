@@ -35,11 +35,11 @@ constexpr const char* kBase[] = {
     "clock_gettime", "clock_getres", "clock_nanosleep", "nanosleep", "gettimeofday", "time", "times",
     "getrusage", "getitimer", "setitimer", "alarm", "getpriority",
     "epoll_create", "epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait", "epoll_pwait2",
-    "eventfd2", "pipe", "pipe2", "dup", "dup2", "dup3", "fcntl", "poll", "ppoll", "select", "socketpair",
+    "eventfd2", "pipe", "pipe2", "dup", "dup2", "dup3", "poll", "ppoll", "select", "socketpair",
     "pselect6", "timerfd_create", "timerfd_settime", "timerfd_gettime", "signalfd4",
     "accept", "accept4", "recvfrom", "recvmsg", "recvmmsg", "sendto", "sendmsg", "sendmmsg", "shutdown",
     "getsockopt", "setsockopt", "getsockname", "getpeername", "connect",
-    "getrandom", "exit", "exit_group", "sched_yield", "sched_getaffinity", "getrlimit", "prlimit64",
+    "getrandom", "exit", "exit_group", "sched_yield", "sched_getaffinity", "getrlimit",
     "uname", "getcpu", "sysinfo", "umask", "getcwd", "fadvise64", "sendfile", "splice",
 };
 
@@ -144,6 +144,18 @@ Status enter(const Config& cfg, Profile p) {
   const auto self = static_cast<scmp_datum_t>(::getpid());
   rule(SCMP_ACT_ALLOW, SCMP_SYS(kill), {eq(0, self)});
   rule(SCMP_ACT_ALLOW, SCMP_SYS(tgkill), {eq(0, self)});
+  // fcntl: every command but F_SETOWN, F_SETOWN_EX and F_SETSIG, with which (and
+  // O_ASYNC) a process makes the kernel signal any process of its uid: a
+  // neighbour's SIGKILL (independent review, finding 5).
+  for (int cmd : {F_DUPFD, F_DUPFD_CLOEXEC, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_GETLK, F_SETLK, F_SETLKW,
+                  F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW, F_GETOWN, F_GETOWN_EX, F_GETSIG, F_GETPIPE_SZ,
+                  F_SETPIPE_SZ, F_GET_SEALS, F_ADD_SEALS, F_GETLEASE}) {
+    rule(SCMP_ACT_ALLOW, SCMP_SYS(fcntl), {eq(1, static_cast<scmp_datum_t>(cmd))});
+  }
+  // prlimit64: this process's own limits (glibc's getrlimit/setrlimit pass 0), not
+  // a neighbour's (an open-file limit of 0 for tern-mda).
+  rule(SCMP_ACT_ALLOW, SCMP_SYS(prlimit64), {eq(0, 0)});
+  rule(SCMP_ACT_ALLOW, SCMP_SYS(prlimit64), {eq(0, self)});
   // socket: the login process and the workers only talk over unix sockets.
   rule(SCMP_ACT_ALLOW, SCMP_SYS(socket), {eq(0, AF_UNIX)});
   if (p == Profile::kMta) {

@@ -11,6 +11,7 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -122,6 +123,44 @@ TEST_CASE("sandbox: no profile may exec, fork, or signal a neighbour", "[sandbox
       ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
       return 0;
     })));
+    // Signalling a neighbour through fcntl (F_SETOWN + O_ASYNC makes the kernel send
+    // it SIGIO, or any signal F_SETSIG names) and lowering its limits with
+    // prlimit (independent review, finding 5).
+    for (int cmd : {F_SETOWN, F_SETSIG, F_SETOWN_EX}) {
+      INFO("fcntl " << cmd);
+      CHECK(killed_by_sigsys(in_child(p, [cmd] {
+        int sv[2];
+        if (::socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) return 2;
+        ::fcntl(sv[0], cmd, cmd == F_SETSIG ? SIGKILL : ::getppid());
+        return 0;
+      })));
+    }
+    CHECK(killed_by_sigsys(in_child(p, [] {
+      struct rlimit none = {0, 0};
+      ::prlimit(::getppid(), RLIMIT_NOFILE, &none, nullptr);
+      return 0;
+    })));
+  }
+}
+
+TEST_CASE("sandbox: fcntl and rlimits on the process itself still work", "[sandbox]") {
+  for (sandbox::Profile p : {sandbox::Profile::kLogin, sandbox::Profile::kWorker, sandbox::Profile::kMta}) {
+    INFO(sandbox::profile_name(p));
+    int st = in_child(p, [] {
+      int sv[2];
+      if (::socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) return 1;
+      int fl = ::fcntl(sv[0], F_GETFL);
+      if (fl < 0 || ::fcntl(sv[0], F_SETFL, fl | O_NONBLOCK) != 0) return 2;
+      if (::fcntl(sv[0], F_SETFD, FD_CLOEXEC) != 0 || ::fcntl(sv[0], F_GETFD) != FD_CLOEXEC) return 3;
+      int d = ::fcntl(sv[0], F_DUPFD_CLOEXEC, 10);
+      if (d < 10) return 4;
+      struct rlimit r;
+      if (::getrlimit(RLIMIT_NOFILE, &r) != 0 || ::setrlimit(RLIMIT_NOFILE, &r) != 0) return 5;
+      if (::prlimit(::getpid(), RLIMIT_NOFILE, nullptr, &r) != 0) return 6;
+      return 0;
+    });
+    CHECK(exited_ok(st));
+    if (!exited_ok(st)) WARN("status " << st);
   }
 }
 
