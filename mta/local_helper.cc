@@ -29,6 +29,11 @@ using common::net::PacketFields;
 
 namespace {
 
+// Job processes alive at once (each is root until it becomes the table owner).
+constexpr int kMaxJobs = 64;
+// How long a job waits for its request after tern-mta handed it the socket.
+constexpr int kJobRequestTimeoutMs = 60 * 1000;
+
 LocalOutcome outcome(char st, const char* dsn, std::string text) { return local_outcome(st, dsn, std::move(text)); }
 
 std::string encode_outcome(const LocalOutcome& o) {
@@ -74,9 +79,18 @@ HelperIds resolve_ids(const common::Config& cfg) {
   return ids;
 }
 
-Result<std::string> read_message(int fd) {
+// Read as root from an fd tern-mta chose, so bounded: a plain file or memfd no
+// larger than message_size_limit plus room for the headers added after it was
+// accepted (a sparse memfd of 64 GB would otherwise be allocated as root).
+Result<std::string> read_message(int fd, int64_t size_limit) {
   struct stat st;
   if (::fstat(fd, &st) < 0) return common::errno_error("fstat message", errno);
+  if (!S_ISREG(st.st_mode) || st.st_size < 0) return common::make_error(common::ErrorKind::kPerm, "message is not a plain file");
+  constexpr int64_t kHeaderRoom = 1 << 20;
+  if (size_limit > 0 && st.st_size > size_limit + kHeaderRoom) {
+    return common::make_error(common::ErrorKind::kTooBig, "message of " + std::to_string(st.st_size) +
+                                                              " bytes is over message_size_limit");
+  }
   std::string body(static_cast<size_t>(st.st_size), '\0');
   size_t off = 0;
   while (off < body.size()) {
@@ -138,7 +152,10 @@ LocalOutcome run_job(const common::Config& cfg, const HelperIds& ids, const Pack
   }
   Result<common::UserIds> user = common::lookup_uid(*uid);
   if (!user) return outcome('d', "4.3.0", "local helper: the alias table owner: " + user.error().message);
-  Result<std::string> body = read_message(msg_fd);
+  Result<std::string> body = read_message(msg_fd, cfg.integer("message_size_limit"));
+  if (!body && body.error().kind == common::ErrorKind::kTooBig) {
+    return outcome('b', "5.3.4", "local helper: " + body.error().message);
+  }
   if (!body) return outcome('d', "4.3.0", "local helper: " + body.error().message);
   job.body = std::move(body).value();
   ::umask(077);
@@ -169,6 +186,18 @@ LocalOutcome run_job(const common::Config& cfg, const HelperIds& ids, const Pack
       }
     }
   }
+  // tern-mta sends the request right after the socket; a job socket it never
+  // writes to must not keep a root process forever.
+  pollfd p{sock.get(), POLLIN, 0};
+  int ready = 0;
+  do {
+    ready = ::poll(&p, 1, kJobRequestTimeoutMs);
+  } while (ready < 0 && errno == EINTR);
+  if (ready <= 0) {
+    common::log::logf(common::log::Level::kError, "local", "local helper: no request from tern-mta within %d s",
+                      kJobRequestTimeoutMs / 1000);
+    ::_exit(1);
+  }
   Result<std::pair<std::string, common::UniqueFd>> req = common::net::recv_fd(sock.get(), kMaxLocalPacket);
   if (!req) ::_exit(0);
   std::optional<PacketFields> f = parse_packet(req->first, "DELIVER");
@@ -188,7 +217,11 @@ LocalOutcome run_job(const common::Config& cfg, const HelperIds& ids, const Pack
   std::vector<int> keep = common::log::fds();
   keep.push_back(sock.get());
   common::close_fds_except(std::move(keep));
-  ::signal(SIGCHLD, SIG_IGN);  // job processes are reaped by the kernel
+  // Job processes are counted and reaped here: at most kMaxJobs at once, so a
+  // compromised tern-mta cannot fill the process table with root processes; past
+  // that, the next job waits for one to end (each is bounded by its time limits).
+  ::signal(SIGCHLD, SIG_DFL);
+  int live = 0;
   const HelperIds ids = resolve_ids(cfg);
   if (!ids.error.empty()) common::log::logf(common::log::Level::kError, "local", "local helper: %s", ids.error.c_str());
   while (true) {
@@ -198,11 +231,17 @@ LocalOutcome run_job(const common::Config& cfg, const HelperIds& ids, const Pack
       common::log::logf(common::log::Level::kError, "local", "local helper: malformed request from tern-mta; exiting");
       ::_exit(1);
     }
+    while (live > 0 && ::waitpid(-1, nullptr, WNOHANG) > 0) --live;
+    while (live >= kMaxJobs) {
+      if (::waitpid(-1, nullptr, 0) > 0) --live;
+      else if (errno != EINTR) live = 0;  // ECHILD: none left
+    }
     pid_t pid = ::fork();
     if (pid == 0) {
       sock.reset();
       job_main(cfg, ids, std::move(req->second));
     }
+    if (pid > 0) ++live;
     if (pid < 0) {
       common::log::logf(common::log::Level::kWarning, "local", "local helper: fork: %s", std::strerror(errno));
     }

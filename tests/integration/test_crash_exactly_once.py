@@ -114,8 +114,13 @@ def test_both_killed_at_each_step_deliver_once(crashable, point):
     hit = wait_for(lambda: [f for f in os.listdir(t.fault_dir) if f.startswith(point + ".")], 30,
                    what=f"fault point {point} reached")
     stopped = int(hit[0].rsplit(".", 1)[1])
-    with open(f"/proc/{stopped}/stat") as f:
-        assert f.read().split(") ", 1)[1][0] == "T", "the process stopped at the point"
+
+    def state():
+        with open(f"/proc/{stopped}/stat") as f:
+            return f.read().split(") ", 1)[1][0]
+    # The process writes its marker, then stops itself (common/fault.cc): the stop
+    # can come a moment after the marker is seen.
+    wait_for(lambda: state() == "T", 10, what="the process stopped at the point")
     kill_both(t)
     wait_for(lambda: counts(t).get(token), 60, what="the message delivered after the restart")
     wait_for(lambda: queue_empty(t), 60, what="empty queue")
