@@ -6,10 +6,9 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <fstream>
-#include <sstream>
 
 #include "common/text.h"
+#include "common/unique_fd.h"
 
 namespace tern::common {
 namespace {
@@ -40,30 +39,6 @@ Result<Spec> parse_spec(const std::string& spec) {
   }
   s.db = s.type == "lmdb" ? s.source + ".lmdb" : s.source;
   return s;
-}
-
-// The text and the status of one open file: the owner that decides who runs the
-// table's commands is the owner of the bytes read, not of whatever the name points
-// to a moment later (independent review, finding 1).
-Result<std::string> read_file(const std::string& path, struct stat& st) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
-  if (fd < 0) return errno_error("open " + path, errno);
-  std::string text;
-  Status status = [&]() -> Status {
-    if (::fstat(fd, &st) < 0) return errno_error("stat " + path, errno);
-    if (!S_ISREG(st.st_mode)) return make_error(ErrorKind::kPerm, path + ": not a regular file");
-    char buf[65536];
-    for (;;) {
-      ssize_t n = ::read(fd, buf, sizeof buf);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return errno_error("read " + path, errno);
-      if (n == 0) return {};
-      text.append(buf, static_cast<size_t>(n));
-    }
-  }();
-  ::close(fd);
-  if (!status) return status.take_error();
-  return text;
 }
 
 }  // namespace
@@ -121,12 +96,35 @@ Result<std::vector<std::pair<std::string, std::string>>> parse_map_source(const 
   return out;
 }
 
+Result<std::string> read_table_file(const std::string& path, struct stat& st, off_t max_size) {
+  // O_NONBLOCK: a FIFO in a table's place never blocks the open.
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+  if (fd.get() < 0) return errno_error("open " + path, errno);
+  if (::fstat(fd.get(), &st) < 0) return errno_error("stat " + path, errno);
+  const std::string bound = max_size > 0 ? " of at most " + std::to_string(max_size) + " bytes" : "";
+  if (!S_ISREG(st.st_mode) || (max_size > 0 && st.st_size > max_size)) {
+    return make_error(ErrorKind::kPerm, path + ": not a regular file" + bound);
+  }
+  std::string text;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno_error("read " + path, errno);
+    if (n == 0) return text;
+    text.append(buf, static_cast<size_t>(n));
+    if (max_size > 0 && text.size() > static_cast<size_t>(max_size)) {
+      return make_error(ErrorKind::kPerm, path + ": not a regular file" + bound);
+    }
+  }
+}
+
 Status compile_map(const std::string& spec_text, MapSyntax syntax) {
   Result<Spec> spec = parse_spec(spec_text);
   if (!spec) return spec.take_error();
   if (spec->type == "texthash") return {};  // read as it is; nothing to compile
   struct stat st;
-  Result<std::string> text = read_file(spec->source, st);
+  Result<std::string> text = read_table_file(spec->source, st);
   if (!text) return text.take_error();
   Result<std::vector<std::pair<std::string, std::string>>> entries = parse_map_source(*text, spec->source, syntax);
   if (!entries) return entries.take_error();
@@ -184,7 +182,7 @@ Status Map::refresh() {
     return {};
   }
   if (type_ == "texthash") {
-    Result<std::string> text = read_file(path_, st);
+    Result<std::string> text = read_table_file(path_, st);
     if (!text) return text.take_error();
     Result<std::vector<std::pair<std::string, std::string>>> entries = parse_map_source(*text, path_, syntax_);
     if (!entries) return entries.take_error();

@@ -37,6 +37,13 @@ enum class MapSyntax {
 Result<std::vector<std::pair<std::string, std::string>>> parse_map_source(const std::string& text,
                                                                         const std::string& path, MapSyntax syntax);
 
+// The text of a table's file (a texthash: table, an alias source, an :include:
+// file) and the status of the same open file: the owner that decides who the
+// file's |commands run as is the owner of the bytes read, never of a file swapped in
+// after a stat by name (independent review, finding 1). A plain file only, of at
+// most max_size bytes when max_size > 0.
+Result<std::string> read_table_file(const std::string& path, struct stat& st, off_t max_size = 0);
+
 // Compiles "type:path" (or a bare path, taken as lmdb:) from its source file.
 Status compile_map(const std::string& spec, MapSyntax syntax);
 

@@ -1,9 +1,7 @@
 #include "mta/recipients.h"
 
-#include <fcntl.h>
 #include <pwd.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -12,7 +10,6 @@
 #include <sstream>
 
 #include "common/log.h"
-#include "common/unique_fd.h"
 #include "common/text.h"
 
 namespace tern::mta {
@@ -83,31 +80,11 @@ Result<std::unique_ptr<RecipientTables>> RecipientTables::from_config(const comm
   }
   x.classify = [self](const std::string& domain) { return self->domains_.classify(domain, false); };
   x.read_include = [](const std::string& path) -> Result<std::pair<std::string, uid_t>> {
-    // One open file: its owner (who the commands and files in it run as) is the
-    // owner of the bytes read, never of a file swapped in after a stat by name
-    // (independent review, finding 1). O_NONBLOCK: a FIFO never blocks the open.
-    common::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
-    if (fd.get() < 0) return common::errno_error("open " + path, errno);
-    struct stat st;
-    if (::fstat(fd.get(), &st) < 0) return common::errno_error("stat " + path, errno);
     // Bound: an include file is a list of addresses, not a mailbox.
-    constexpr off_t kMax = 1 << 20;
-    if (!S_ISREG(st.st_mode) || st.st_size > kMax) {
-      return common::make_error(ErrorKind::kPerm, path + ": not a regular file of at most 1 MB");
-    }
-    std::string text;
-    char buf[65536];
-    for (;;) {
-      ssize_t n = ::read(fd.get(), buf, sizeof buf);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return common::errno_error("read " + path, errno);
-      if (n == 0) break;
-      text.append(buf, static_cast<size_t>(n));
-      if (text.size() > static_cast<size_t>(kMax)) {
-        return common::make_error(ErrorKind::kPerm, path + ": not a regular file of at most 1 MB");
-      }
-    }
-    return std::make_pair(std::move(text), st.st_uid);
+    struct stat st;
+    Result<std::string> text = common::read_table_file(path, st, 1 << 20);
+    if (!text) return text.take_error();
+    return std::make_pair(std::move(text).value(), st.st_uid);
   };
   x.delimiters = cfg.str("recipient_delimiter");
   x.myorigin = common::to_lower(cfg.str("myorigin"));
