@@ -6,6 +6,7 @@
 #include "authd/worker.h"
 #include "common/log.h"
 #include "common/privilege.h"
+#include "common/services.h"
 #include "common/text.h"
 
 namespace tern::authd {
@@ -76,18 +77,9 @@ common::Result<AuthSettings> AuthSettings::from_config(const common::Config& cfg
   // tern-authd's own uid runs nothing that talks to clients, but a peer with it could
   // read the databases anyway.
   s.client_trusted_uids.push_back(::geteuid());
-  for (const std::string& name : cfg.list("auth_client_trusted_users")) {
-    common::Result<common::UserIds> u = common::lookup_user(name);
-    if (u) {
-      s.client_trusted_uids.push_back(u->uid);
-    } else if (cfg.is_set("auth_client_trusted_users") || u.error().kind != ErrorKind::kNotFound) {
-      // A name the admin wrote must exist; the default names "postfix", which a host
-      // without Postfix does not have.
-      return make_error(ErrorKind::kConfig, cfg.origin("auth_client_trusted_users") +
-                                                ": parameter 'auth_client_trusted_users': user '" +
-                                                common::log_escape(name, 64) + "': " + u.error().message);
-    }
-  }
+  common::Result<std::vector<uid_t>> trusted = common::configured_uids(cfg, "auth_client_trusted_users");
+  if (!trusted) return trusted.take_error();
+  s.client_trusted_uids.insert(s.client_trusted_uids.end(), trusted->begin(), trusted->end());
   return s;
 }
 

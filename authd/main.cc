@@ -80,6 +80,7 @@ int main(int argc, char** argv) {
     auth_server = std::make_unique<authd::AuthServer>(*core);
     for (int fd : ctx.listeners("auth-userdb")) userdb_server->listen(fd);
     for (int fd : ctx.listeners("auth-client")) auth_server->listen(fd);
+    for (int fd : ctx.listeners("login-auth-client")) auth_server->listen(fd);
     ctx.on_stop = [&] {
       // Everything that owns loop handles goes while the loop still runs (outside
       // any of its callbacks): the loop closes after daemon_main returns.

@@ -210,7 +210,7 @@ int daemon_main(int argc, char** argv, const DaemonSpec& spec) {
         const bool chroot_ok = true;
 #endif
         if (chroot_ok && !spec.chroot_key.empty() && ctx.config.boolean(spec.chroot_key)) {
-          const std::string dir = ctx.config.str("base_dir");
+          const std::string dir = ctx.config.str("base_dir") + "/" + kLoginDir;
           if (Status s = enter_chroot(dir); !s) {
             log::fatal_exit(EX_UNAVAILABLE, "%s: %s = yes: cannot chroot into %s: %s",
                             ctx.config.origin(spec.chroot_key).c_str(), spec.chroot_key.c_str(), dir.c_str(),

@@ -31,11 +31,13 @@ Status add_inet(const Config& cfg, const char* list_key, const char* port_key, c
   return {};
 }
 
-ListenerSpec unix_listener(const Config& cfg, const std::string& name, mode_t mode, const std::string& owner) {
+// A unix socket $base_dir/<file> (file "" = the listener's name).
+ListenerSpec unix_listener(const Config& cfg, const std::string& name, mode_t mode, const std::string& owner,
+                           const std::string& file = "") {
   ListenerSpec l;
   l.name = name;
   l.is_unix = true;
-  l.path = cfg.str("base_dir") + "/" + name;
+  l.path = cfg.str("base_dir") + "/" + (file.empty() ? name : file);
   l.mode = mode;
   l.owner = owner;
   return l;
@@ -50,6 +52,9 @@ Result<ServiceSpec> make_service(const Config& cfg, const std::string& name) {
     // Logins (tern-mta, tern-mra, a real Postfix) connect to auth-client; authd
     // checks the peer of auth-userdb by SO_PEERCRED.
     s.listeners.push_back(unix_listener(cfg, "auth-client", 0666, cfg.str("authd_user")));
+    // The same service inside the login chroot ($base_dir/login, kLoginDir).
+    s.listeners.push_back(unix_listener(cfg, "login-auth-client", 0666, cfg.str("authd_user"),
+                                        std::string(kLoginDir) + "/auth-client"));
     s.listeners.push_back(unix_listener(cfg, "auth-userdb", 0666, cfg.str("authd_user")));
   } else if (name == "mda") {
     s.user_key = "mail_uid";
@@ -74,7 +79,8 @@ Result<ServiceSpec> make_service(const Config& cfg, const std::string& name) {
     // takes logged-in connections from the login process and starts session workers
     // as the mail owners. Only the login user may connect (and SO_PEERCRED is checked).
     s.privileged = true;
-    s.listeners.push_back(unix_listener(cfg, "mra-postlogin", 0600, cfg.str("default_login_user")));
+    s.listeners.push_back(unix_listener(cfg, "mra-postlogin", 0600, cfg.str("default_login_user"),
+                                        std::string(kLoginDir) + "/mra-postlogin"));
   } else {
     return make_error(ErrorKind::kConfig, cfg.origin("master_services") + ": parameter 'master_services': unknown service '" +
                                               log_escape(name, 32) + "' (known: authd, mda, mta, mra)");
@@ -125,6 +131,8 @@ Result<ServiceSpec> find_service(const Config& cfg, const std::string& name) {
 std::vector<DirectorySpec> directory_table(const Config& cfg) {
   return {
       {cfg.str("base_dir"), "", 0755},
+      // The login chroot: root's, holding only the login process's two sockets.
+      {cfg.str("base_dir") + "/" + kLoginDir, "", 0755},
       // 0711: sendmail must reach the maildrop inside it; nobody may list the queue.
       {cfg.str("queue_directory"), cfg.str("mail_owner"), 0711},
       // Sticky and not listable (Postfix's maildrop before postdrop): any user may
@@ -187,6 +195,20 @@ Status make_directories(const std::vector<DirectorySpec>& dirs) {
     if (!fd) return fd.take_error();
   }
   return {};
+}
+
+Result<std::vector<uid_t>> configured_uids(const Config& cfg, const std::string& key) {
+  std::vector<uid_t> out;
+  for (const std::string& name : cfg.list(key)) {
+    Result<UserIds> u = lookup_user(name);
+    if (u) {
+      out.push_back(u->uid);
+    } else if (cfg.is_set(key) || u.error().kind != ErrorKind::kNotFound) {
+      return make_error(ErrorKind::kConfig, cfg.origin(key) + ": parameter '" + key + "': user '" +
+                                                log_escape(name, 64) + "': " + u.error().message);
+    }
+  }
+  return out;
 }
 
 }  // namespace tern::common

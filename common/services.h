@@ -37,6 +37,11 @@ struct ServiceSpec {
   std::vector<ListenerSpec> listeners;
 };
 
+// $base_dir/login: the login process's chroot (login_chroot). Root owns it and it
+// holds only the sockets a pre-authentication process needs: auth-client and
+// mra-postlogin, never sendmail, lmtp or auth-userdb (Dovecot's login/ directory).
+inline constexpr const char* kLoginDir = "login";
+
 struct DirectorySpec {
   std::string path;
   std::string owner;  // user name; "" for root (or the invoking user, unprivileged)
@@ -60,5 +65,11 @@ struct BoundListener {
 Result<std::vector<BoundListener>> bind_listeners(const ServiceSpec& service);
 // Creates the directories (owners applied only as root), fixing modes of existing ones.
 Status make_directories(const std::vector<DirectorySpec>& dirs);
+
+// The uids of the users a list parameter names (auth_client_trusted_users,
+// lmtp_allow_users: peers a socket believes by SO_PEERCRED). A name the admin wrote
+// must exist (kConfig naming the file, line and key); one in the default that this
+// host lacks ("postfix" without Postfix) is skipped.
+Result<std::vector<uid_t>> configured_uids(const Config& cfg, const std::string& key);
 
 }  // namespace tern::common

@@ -1,5 +1,6 @@
 #include "mda/lmtp_server.h"
 
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -150,6 +151,19 @@ void LmtpServer::listen(int fd, const std::string& name) {
 
 void LmtpServer::accepted(common::UniqueFd fd) {
   if (stopping_) return;
+  if (!allowed_peers_.empty()) {
+    common::net::PeerInfo p = common::net::peer_info(fd.get());
+    if (p.is_unix &&
+        (!p.has_creds || std::find(allowed_peers_.begin(), allowed_peers_.end(), p.uid) == allowed_peers_.end())) {
+      common::log::warning("connection from uid %d (pid %d) refused: only root, mail_owner, mail_uid and lmtp_allow_users "
+                   "may deliver here",
+                   static_cast<int>(p.uid), static_cast<int>(p.pid));
+      static constexpr std::string_view kRefused = "554 5.7.1 Not allowed to deliver through this socket\r\n";
+      // A fresh socket's send buffer takes the line without blocking; the fd closes.
+      (void)!::send(fd.get(), kRefused.data(), kRefused.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      return;
+    }
+  }
   Connection::Options o;
   o.idle_timeout_ms = idle_timeout_ms_;
   auto conn = Connection::adopt(loop_, std::move(fd), o);

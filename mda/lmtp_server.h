@@ -40,6 +40,10 @@ class LmtpServer {
   // and root. Anyone else who can reach the socket gets plain LMTP, so a local user
   // cannot record delivery ids that would make tern-mda skip someone's mail.
   void set_delivery_id_peers(std::vector<uid_t> uids) { id_peers_ = std::move(uids); }
+  // Local peers (SO_PEERCRED uid) that may deliver at all: root, tern-mda's own
+  // uid, mail_owner and lmtp_allow_users. Any other local peer gets 554 5.7.1 and
+  // is closed. Empty: everyone (TCP peers are not checked here).
+  void set_allowed_peers(std::vector<uid_t> uids) { allowed_peers_ = std::move(uids); }
 
  private:
   friend class LmtpConnection;
@@ -55,6 +59,7 @@ class LmtpServer {
   DeliveryHelper* helper_;
   DeliveryIds* ids_;
   std::vector<uid_t> id_peers_;
+  std::vector<uid_t> allowed_peers_;
   std::vector<std::unique_ptr<common::net::Listener>> listeners_;
   std::set<std::shared_ptr<LmtpConnection>> conns_;
   common::maildir::DirSyncer syncer_;

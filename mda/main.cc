@@ -37,6 +37,7 @@
 #include "common/daemon.h"
 #include "common/log.h"
 #include "common/privilege.h"
+#include "common/services.h"
 #include "mda/delivery_ids.h"
 #include "mda/lmtp_server.h"
 #include "mda/userdb.h"
@@ -90,7 +91,13 @@ int main(int argc, char** argv) {
         helper.get(), ids.get());
     std::vector<uid_t> id_peers = {0, ::geteuid()};
     if (common::Result<common::UserIds> mo = common::lookup_user(cfg.str("mail_owner"))) id_peers.push_back(mo->uid);
+    std::vector<uid_t> allowed = id_peers;
+    if (common::Result<common::UserIds> mu = common::lookup_user(cfg.str("mail_uid"))) allowed.push_back(mu->uid);
+    common::Result<std::vector<uid_t>> extra = common::configured_uids(cfg, "lmtp_allow_users");
+    if (!extra) return extra.take_error();
+    allowed.insert(allowed.end(), extra->begin(), extra->end());
     server->set_delivery_id_peers(std::move(id_peers));
+    server->set_allowed_peers(std::move(allowed));
     std::vector<int> fds = ctx.listeners("lmtp");
     if (fds.empty()) return make_error(ErrorKind::kConfig, "tern-mda has no lmtp listener");
     for (int fd : fds) server->listen(fd, "lmtp");

@@ -12,6 +12,7 @@
 #include "common/fault.h"
 #include "common/connection.h"
 #include "common/log.h"
+#include "common/services.h"
 #include "common/text.h"
 #include "mra/handoff.h"
 #include "mra/imap_session.h"
@@ -166,8 +167,10 @@ std::vector<std::string> LoginServer::offered_mechanisms() const {
   return out;
 }
 
-// base_dir, or "" inside the login chroot (which is base_dir: login_chroot).
-std::string LoginServer::socket_dir() const { return ctx_.chroot_dir.empty() ? cfg_.str("base_dir") : ""; }
+// $base_dir/login, or "" inside the login chroot (which is that directory).
+std::string LoginServer::socket_dir() const {
+  return ctx_.chroot_dir.empty() ? cfg_.str("base_dir") + "/" + common::kLoginDir : "";
+}
 
 Status LoginServer::start() {
   for (const std::string& m : cfg_.list("auth_mechanisms")) {

@@ -16,7 +16,7 @@
 //           never from the login process. After login, the worker parses the
 //           authenticated user's commands with the same bounded parsers.
 // PRIVILEGE The login process runs as default_login_user, with no access to mail (it
-//           never opens a mailbox or the index), chrooted into base_dir
+//           never opens a mailbox or the index), chrooted into base_dir/login
 //           (login_chroot) and under the seccomp login profile (common/sandbox.h:
 //           no exec, no fork, no network sockets, no writing files). A worker runs as the mail owner's
 //           uid and gid (virtual users: mail_uid/mail_gid) and refuses root.

@@ -262,7 +262,7 @@ def _postlogin_request(t, fields, fd):
     data = packet.encode()
     s = so.socket(so.AF_UNIX, so.SOCK_STREAM)
     s.settimeout(30)
-    s.connect(t.socket_path("mra-postlogin"))
+    s.connect(t.socket_path("login/mra-postlogin"))
     so.send_fds(s, [struct.pack(">I", len(data)) + data], [fd])
     buf = b""
     while True:

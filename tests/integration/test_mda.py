@@ -8,6 +8,7 @@ import pwd
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -458,3 +459,28 @@ def _lmtp_answers(t):
         return True
     except OSError:
         return False
+
+
+@pytest.mark.skipif(not is_root(), reason="the other local user (nobody) needs root to become")
+def test_lmtp_socket_refuses_local_users_it_does_not_know(mda):
+    """The lmtp socket is 0666, but only root, mail_owner, mail_uid and
+    lmtp_allow_users may deliver through it (SO_PEERCRED): another local user would
+    otherwise write mail with forged trace into any mailbox, past tern-mta's checks
+    (Postfix keeps its LMTP socket in private/; independent review, finding 4)."""
+    probe = ("import socket, sys\n"
+             "s = socket.socket(socket.AF_UNIX); s.settimeout(20); s.connect(sys.argv[1])\n"
+             "data = b''\n"
+             "while True:\n"
+             "    b = s.recv(512)\n"
+             "    if not b: break\n"
+             "    data += b\n"
+             "print(data.decode())\n")
+    nobody = pwd.getpwnam("nobody")
+    r = subprocess.run([sys.executable, "-c", probe, mda.socket_path("lmtp")], user=nobody.pw_uid,
+                       group=nobody.pw_gid, extra_groups=[], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("554 5.7.1 "), r.stdout  # no greeting, then closed
+    mda.wait_log(f"connection from uid {nobody.pw_uid} (pid ")
+    # root (and tern-mta's user) still deliver.
+    _, data = lmtp(mda).transaction("a@example.org", ["demo@example.test"], message("still"))
+    assert data[0][0] == 250

@@ -38,13 +38,21 @@ def test_network_facing_processes_run_filtered_and_root_ones_do_not(mra):
 
 
 @pytest.mark.skipif(SANITIZED, reason="an ASan build does not chroot: LeakSanitizer needs /proc (daemon.h)")
-def test_login_process_is_chrooted_into_base_dir(mra):
+def test_login_process_is_chrooted_into_the_login_directory(mra):
     """Dovecot's login chroot: the process that parses every pre-login byte sees only
-    base_dir (root's; the sockets it talks to)."""
+    base_dir/login, root's, holding the two sockets it talks to. Not base_dir: there
+    sendmail (a local, authenticated SMTP submission), lmtp (delivery into any
+    mailbox) and auth-userdb would be capabilities for code running in the login
+    process (independent review, finding 4)."""
     pids = mra_pids(mra)
-    base_dir = mra.settings["base_dir"]
-    assert os.readlink(f"/proc/{pids['login']}/root") == os.path.realpath(base_dir)
+    login_dir = os.path.join(mra.settings["base_dir"], "login")
+    assert os.readlink(f"/proc/{pids['login']}/root") == os.path.realpath(login_dir)
     assert os.readlink(f"/proc/{mra.pid_of('mta')}/root") == "/"
+    # What the chrooted process can see: the root of its file system.
+    seen = sorted(os.listdir(f"/proc/{pids['login']}/root/"))
+    assert seen == ["auth-client", "mra-postlogin"], seen
+    st = os.stat(login_dir)
+    assert st.st_uid == 0 and st.st_mode & 0o022 == 0
     c = imap(mra)  # logins still reach tern-authd and the post-login process
     assert c.select("INBOX")[0] == "OK"
     c.logout()
@@ -54,6 +62,9 @@ def test_login_chroot_no_keeps_the_root(tmp_path):
     t = make_mra(settings={"login_chroot": "no"})
     try:
         assert os.readlink(f"/proc/{mra_pids(t)['login']}/root") == "/"
+        c = imap(t)  # the same sockets by their full path, base_dir/login/...
+        assert c.select("INBOX")[0] == "OK"
+        c.logout()
     finally:
         t.stop()
         t.cleanup()

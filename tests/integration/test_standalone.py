@@ -29,7 +29,9 @@ DAEMONS = ["authd", "mda", "mta", "mra"]
 # Listener name -> the parameter that sets its port (inet) or None (UNIX, in base_dir).
 PORT_KEY = {"smtp": "smtpd_port", "submission": "submission_port", "smtps": "smtps_port",
             "imap": "imap_port", "imaps": "imaps_port", "pop3": "pop3_port", "pop3s": "pop3s_port",
-            "auth-client": None, "auth-userdb": None, "lmtp": None, "sendmail": None}
+            "auth-client": None, "auth-userdb": None, "lmtp": None, "sendmail": None, "login-auth-client": None}
+# UNIX listener name -> its file in base_dir, where that is not the name itself.
+SOCKET_FILE = {"login-auth-client": "login/auth-client"}
 # Daemon -> the parameter naming the user that owns its UNIX sockets.
 SOCKET_OWNER_KEY = {"authd": "authd_user", "mda": "mail_uid", "mta": "mail_owner"}
 
@@ -86,7 +88,7 @@ def test_socket_units_listen_where_the_defaults_say():
             if key:
                 assert listen == dflt[key], f"{fname}: ListenStream={listen}, {key} defaults to {dflt[key]}"
             else:
-                assert listen == dflt["base_dir"] + "/" + name, fname
+                assert listen == dflt["base_dir"] + "/" + SOCKET_FILE.get(name, name), fname
                 assert u["Socket"]["SocketUser"] == dflt[SOCKET_OWNER_KEY[d]], fname
             assert u["Unit"]["PartOf"] == f"tern-{d}.service", fname
 
@@ -178,13 +180,13 @@ def served(addr, tls=False):
 def listener_addrs(t, daemon, ports=None):
     """{name: address} of the daemon's listeners (ports: overrides of the config's)."""
     names = {"mta": ["smtp", "submission", "smtps", "sendmail"], "mra": ["imap", "imaps", "pop3", "pop3s"],
-             "authd": ["auth-client", "auth-userdb"], "mda": ["lmtp"]}[daemon]
+             "authd": ["auth-client", "auth-userdb", "login-auth-client"], "mda": ["lmtp"]}[daemon]
     out = {}
     for n in names:
         if PORT_KEY[n]:
             out[n] = ("127.0.0.1", (ports or {}).get(n) or t.port(n))
         else:
-            out[n] = (ports or {}).get(n) or t.socket_path(n)
+            out[n] = (ports or {}).get(n) or t.socket_path(SOCKET_FILE.get(n, n))
     return out
 
 
