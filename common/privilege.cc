@@ -71,6 +71,17 @@ UserIds current_user() {
   return x;
 }
 
+Status drop_saved_gid() {
+  gid_t r = 0, e = 0, sv = 0;
+  if (::getresgid(&r, &e, &sv) < 0) return errno_error("getresgid", errno);
+  if (r == e && sv == e) return {};
+  if (::setresgid(e, e, e) < 0) return errno_error("setresgid", errno);
+  if (::getresgid(&r, &e, &sv) < 0 || r != e || sv != e) {
+    return make_error(ErrorKind::kDenied, "dropping the saved group failed: ids are not the user's");
+  }
+  return {};
+}
+
 Status drop_privileges(const UserIds& user, gid_t gid) {
   if (user.uid == 0) return make_error(ErrorKind::kDenied, "refusing to drop privileges to root");
   const bool was_root = ::geteuid() == 0;

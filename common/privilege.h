@@ -33,6 +33,10 @@ UserIds current_user();
 // Becomes `user` (and `gid`, normally user.gid) for good, then verifies.
 Status drop_privileges(const UserIds& user, gid_t gid);
 
+// Makes the real and saved group IDs the effective one, so a group kept as saved
+// gid (mail_privileged_group) can no longer be taken back; then verifies.
+Status drop_saved_gid();
+
 // Closes every fd of this process except `keep` and 0-2: a child that becomes
 // another user must not hold what its privileged parent holds (a socket to a
 // daemon, anything inherited before the jail).

@@ -1,6 +1,7 @@
 #include "common/sandbox.h"
 
 #include <fcntl.h>
+#include <linux/netlink.h>
 #include <sched.h>
 #include <seccomp.h>
 #include <sys/prctl.h>
@@ -22,10 +23,11 @@ namespace {
 
 // What every profile needs: I/O on the descriptors the process has, memory,
 // time, signals, the event loop (epoll, eventfd, pipes), libuv's thread pool
-// (threads: clone without a new process is checked below), reading files.
+// (threads: clone without a new process is checked below), reading files (open
+// and openat are below: read-only in the login profile).
 constexpr const char* kBase[] = {
     "read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev", "preadv2", "pwritev2",
-    "close", "close_range", "fstat", "newfstatat", "stat", "lstat", "statx", "lseek", "openat", "open",
+    "close", "close_range", "fstat", "newfstatat", "stat", "lstat", "statx", "lseek",
     "readlink", "readlinkat", "access", "faccessat", "faccessat2", "getdents64", "fstatfs", "statfs",
     "mmap", "munmap", "mremap", "mprotect", "madvise", "brk", "msync",
     "futex", "set_robust_list", "get_robust_list", "rseq", "set_tid_address", "membarrier",
@@ -84,11 +86,18 @@ const char* profile_name(Profile p) {
 Status enter(const Config& cfg, Profile p) {
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return errno_error("prctl(PR_SET_NO_NEW_PRIVS)", errno);
   const std::string mode = to_lower(cfg.str("seccomp_filter"));
-  if (mode == "no") return {};
-  if (mode != "yes" && mode != "log") {
+  if (mode != "yes" && mode != "log" && mode != "no") {
     return make_error(ErrorKind::kConfig, cfg.origin("seccomp_filter") + ": seccomp_filter = " + mode +
                                               ": expected yes, log or no");
   }
+  if (mode != "yes") {
+    // Said at every start, not only at debug level: this process parses network bytes.
+    log::warning("%s: seccomp_filter = %s: the %s process runs %s", cfg.origin("seccomp_filter").c_str(),
+                 mode.c_str(), profile_name(p),
+                 mode == "no" ? "without a system-call filter"
+                              : "with its system-call filter only logging (the kernel's audit log), not enforcing");
+  }
+  if (mode == "no") return {};
   const uint32_t deny = mode == "log" ? SCMP_ACT_LOG : SCMP_ACT_KILL_PROCESS;
   scmp_filter_ctx ctx = seccomp_init(deny);
   if (!ctx) return make_error(ErrorKind::kPerm, "seccomp_init failed");
@@ -99,6 +108,11 @@ Status enter(const Config& cfg, Profile p) {
 
   // Every thread, not only this one: libuv's pool may already run.
   if (seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1) != 0) return make_error(ErrorKind::kPerm, "seccomp TSYNC failed");
+  // A system call of another architecture (i386's int 0x80, x32) kills the whole
+  // process, as any refused call does, not only the thread (libseccomp's default).
+  if (seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS) != 0) {
+    return make_error(ErrorKind::kPerm, "seccomp bad-architecture action failed");
+  }
   int count = 0;
   auto add_all = [&](auto& names) {
     for (const char* n : names) {
@@ -156,12 +170,38 @@ Status enter(const Config& cfg, Profile p) {
   // a neighbour's (an open-file limit of 0 for tern-mda).
   rule(SCMP_ACT_ALLOW, SCMP_SYS(prlimit64), {eq(0, 0)});
   rule(SCMP_ACT_ALLOW, SCMP_SYS(prlimit64), {eq(0, self)});
+  // open/openat: the login process only reads (its TLS files, /dev/urandom); it
+  // never creates, truncates or writes a file, even when it is not chrooted
+  // (login_chroot = no, a non-root start). Sanitized builds write their reports
+  // to log_path files, so there the login process may open files as the others.
+#ifdef __SANITIZE_ADDRESS__
+  const bool read_only = false;
+#else
+  const bool read_only = p == Profile::kLogin;
+#endif
+  if (read_only) {
+    const scmp_datum_t writes = O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND;
+    rule(SCMP_ACT_ALLOW, SCMP_SYS(open), {scmp_arg_cmp{1, SCMP_CMP_MASKED_EQ, writes, 0}});
+    rule(SCMP_ACT_ALLOW, SCMP_SYS(openat), {scmp_arg_cmp{2, SCMP_CMP_MASKED_EQ, writes, 0}});
+  } else {
+    rule(SCMP_ACT_ALLOW, SCMP_SYS(open), {});
+    rule(SCMP_ACT_ALLOW, SCMP_SYS(openat), {});
+  }
   // socket: the login process and the workers only talk over unix sockets.
   rule(SCMP_ACT_ALLOW, SCMP_SYS(socket), {eq(0, AF_UNIX)});
   if (p == Profile::kMta) {
-    for (int family : {AF_INET, AF_INET6, AF_NETLINK}) {
-      rule(SCMP_ACT_ALLOW, SCMP_SYS(socket), {eq(0, static_cast<scmp_datum_t>(family))});
+    // TCP and UDP (outbound SMTP, DNS), not raw or ICMP sockets; of netlink only
+    // NETLINK_ROUTE (getaddrinfo's AI_ADDRCONFIG), not SOCK_DIAG (every socket on
+    // the host), audit or uevents. The type is compared without its flags.
+    const scmp_datum_t type_mask = ~static_cast<scmp_datum_t>(SOCK_NONBLOCK | SOCK_CLOEXEC) & 0xffffffffu;
+    for (int family : {AF_INET, AF_INET6}) {
+      for (int type : {SOCK_STREAM, SOCK_DGRAM}) {
+        rule(SCMP_ACT_ALLOW, SCMP_SYS(socket),
+             {eq(0, static_cast<scmp_datum_t>(family)),
+              scmp_arg_cmp{1, SCMP_CMP_MASKED_EQ, type_mask, static_cast<scmp_datum_t>(type)}});
+      }
     }
+    rule(SCMP_ACT_ALLOW, SCMP_SYS(socket), {eq(0, AF_NETLINK), eq(2, NETLINK_ROUTE)});
   }
   if (!ok) return make_error(ErrorKind::kPerm, "seccomp_rule_add failed");
   if (int rc = seccomp_load(ctx); rc != 0) return errno_error("seccomp_load", -rc);

@@ -13,6 +13,7 @@
 
 #include "common/fault.h"
 #include "common/mailbox_index.h"
+#include "common/privilege.h"
 #include "common/queue_id.h"
 #include "common/text.h"
 #include "mda/delivery_ids.h"
@@ -280,6 +281,13 @@ Outcome deliver_mbox(const Settings& s, const MailUser& user, const Location& lo
     if (Status p = make_parents(path); !p) return failure_for(p.error(), s, "INBOX");
     if (Status c = maildir::check_within(user.home, path); !c) return temp_failure(c.error().message);
   }
+  mbox::LockOptions locks = s.locks;
+  if (path != loc.inbox && locks.privileged_gid != static_cast<gid_t>(-1)) {
+    // A folder in the user's home: mail_privileged_group is for the spool INBOX
+    // alone, so it goes for good before anything is written here (review, finding 10).
+    if (Status g = common::drop_saved_gid(); !g) return temp_failure(g.error().message);
+    locks.privileged_gid = static_cast<gid_t>(-1);
+  }
   const std::string headers = header_block(env);
   Result<Quota> quota = parse_quota_rule(user.quota_rule.empty() ? s.quota_rule : user.quota_rule);
   if (!quota) return temp_failure("quota_rule: " + quota.error().message);
@@ -290,12 +298,13 @@ Outcome deliver_mbox(const Settings& s, const MailUser& user, const Location& lo
       return failure_for(common::make_error(ErrorKind::kNoQuota, "mailbox for user is full"), s, mailbox);
     }
   }
-  Result<mbox::Appender> a = mbox::Appender::begin(path, env.sender, env.arrival ? env.arrival : ::time(nullptr), s.locks);
+  Result<mbox::Appender> a = mbox::Appender::begin(path, env.sender, env.arrival ? env.arrival : ::time(nullptr), locks);
   if (!a) {
     Error e = a.error();
     if (e.kind == ErrorKind::kDenied) e.message += privileged_group_hint(path, s);
     return failure_for(e, s, mailbox);
   }
+  common::fault::point("mda.mbox.append");
   Status w = a->write(headers);
   if (w) w = body.read([&](std::string_view chunk) { return a->write(chunk); });
   if (w) w = a->commit(s.fsync);

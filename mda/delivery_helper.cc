@@ -1,8 +1,10 @@
 #include "mda/delivery_helper.h"
 
+#include <dirent.h>
 #include <poll.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <grp.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -261,6 +263,26 @@ Outcome serve(const common::Config& cfg, const Settings& settings, const Groups&
 [[noreturn]] void helper_main(const common::Config& cfg, common::UniqueFd sock) {
   ::prctl(PR_SET_PDEATHSIG, SIGTERM);
   ::signal(SIGCHLD, SIG_DFL);
+  // No socket of tern-mda's stays open in the root process (listeners, connections):
+  // only the log's and the one to tern-mda (review, finding 10). libuv's own pipes
+  // and eventfds stay: its process-wide signal pipe is made once, and the user
+  // lookup below runs a loop of its own. The delivery children close everything.
+  std::vector<int> keep = common::log::fds();
+  keep.push_back(sock.get());
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    std::vector<int> sockets;
+    while (dirent* e = ::readdir(d)) {
+      std::optional<uint64_t> n = common::parse_u64(e->d_name);
+      if (!n || static_cast<int>(*n) == ::dirfd(d)) continue;
+      const int fd = static_cast<int>(*n);
+      struct stat st;
+      if (::fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) && std::find(keep.begin(), keep.end(), fd) == keep.end()) {
+        sockets.push_back(fd);
+      }
+    }
+    ::closedir(d);
+    for (int fd : sockets) ::close(fd);
+  }
   common::log::Channel log("lmtp");
   const Settings settings = Settings::from_config(cfg);
   const Groups groups = resolve_groups(cfg);

@@ -379,11 +379,19 @@ def test_symlinked_maildir_leaving_the_home_is_refused(mda):
 
 
 @pytest.mark.skipif(not is_root(), reason="connecting as another local user needs root to switch to it")
-def test_delivery_ids_only_for_tern_mta_and_root(mda):
-    # XTERN-DELIVERY-ID lets tern-mta's retries skip recipients already served. Any
-    # local user may speak LMTP (as with Dovecot's 0666 socket), but only root and the
-    # MTA's user may use the extension: otherwise a user could pre-record ids and make
-    # tern-mda drop someone else's mail.
+def test_delivery_ids_only_for_tern_mta_and_root():
+    # XTERN-DELIVERY-ID lets tern-mta's retries skip recipients already served. A
+    # local user that lmtp_allow_users lets speak LMTP still may not use the
+    # extension, only root and the MTA's user: otherwise a user could pre-record ids
+    # and make tern-mda drop someone else's mail.
+    mda = make_tern({"lmtp_allow_users": "nobody"})
+    try:
+        delivery_ids_only_for_tern_mta_and_root(mda)
+    finally:
+        mda.cleanup()
+
+
+def delivery_ids_only_for_tern_mta_and_root(mda):
     c = lmtp(mda)
     assert c.has_extn("xtern-delivery-id")
     c.quit()

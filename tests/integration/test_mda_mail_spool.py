@@ -8,13 +8,17 @@ a real system user made with useradd, and smtplib.LMTP."""
 import grp
 import os
 import pwd
+import shutil
+import signal
 import subprocess
+import tempfile
+import threading
 import time
 
 import pytest
 
 from mda_helpers import Lmtp, add_user, make_tern, message
-from tern_harness import is_root
+from tern_harness import is_root, wait_for
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="system users' mail is written by a root helper's child, and "
                                 "the test makes a system user and a root:mail spool directory; needs root")
@@ -29,6 +33,10 @@ def spool_tern(request):
     private root:mail 2775 spool directory."""
     settings = {"mbox_lock_timeout": "1s", **getattr(request, "param", {})}
     t = make_tern(settings, start=False)
+    # Fault points (common/fault.h) the tests arm; the delivery child is the user.
+    t.fault_dir = tempfile.mkdtemp(prefix="tern-fault-", dir="/tmp")
+    os.chmod(t.fault_dir, 0o777)
+    t.extra_env["TERN_FAULT_DIR"] = t.fault_dir
     subprocess.run(["userdel", "-r", USER], capture_output=True)
     home = os.path.join(t.dir, "syshome")
     subprocess.run(["useradd", "--system", "--user-group", "--home-dir", home, "--create-home", "--shell",
@@ -45,6 +53,7 @@ def spool_tern(request):
         yield t, pw, spool
     finally:
         t.cleanup()
+        shutil.rmtree(t.fault_dir, ignore_errors=True)
         subprocess.run(["userdel", "-r", USER], capture_output=True)
 
 
@@ -143,3 +152,51 @@ def test_unknown_mail_privileged_group_is_a_temporary_failure_that_names_it(spoo
     assert code == 451, text
     t.wait_log("mail_privileged_group: no such group: no-such-group-tern")
     assert os.listdir(spool) == []
+
+
+@pytest.mark.parametrize("spool_tern", [{"mail_privileged_group": "mail"}], indirect=True)
+def test_a_folder_in_the_home_is_written_without_the_privileged_group(spool_tern):
+    """mail_privileged_group is for creating the spool INBOX and its dotlock. A
+    delivery into a folder in the user's home (user+folder, lmtp_save_to_detail_mailbox)
+    gives it up, even as saved gid, before it writes there (independent review,
+    finding 10): the delivery process is stopped at its append and its ids read."""
+    t, pw, spool = spool_tern
+    mail_gid = grp.getgrnam("mail").gr_gid
+    folders = os.path.join(pw.pw_dir, "mail")
+    os.makedirs(folders, exist_ok=True)
+    lists = os.path.join(folders, "Lists")
+    open(lists, "wb").close()
+    for p in (folders, lists):
+        os.chown(p, pw.pw_uid, pw.pw_gid)
+    armed = os.path.join(t.fault_dir, "mda.mbox.append")
+
+    def delivery_gids(rcpt):
+        """(real, effective, saved, fs) gids of the delivery process at its append."""
+        open(armed, "w").close()
+        result = {}
+        c = Lmtp(t.socket_path("lmtp"))
+        th = threading.Thread(target=lambda: result.update(
+            data=c.transaction("a@example.org", [rcpt], message("to " + rcpt))[1]))
+        th.start()
+        hit = wait_for(lambda: [f for f in os.listdir(t.fault_dir) if f.startswith("mda.mbox.append.")], 60,
+                       what="the delivery at its append")
+        pid = int(hit[0].rsplit(".", 1)[1])
+        wait_for(lambda: open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "T", 30, what="stopped")
+        with open(f"/proc/{pid}/status") as f:
+            gids = next(tuple(int(x) for x in line.split()[1:]) for line in f if line.startswith("Gid:"))
+        os.unlink(os.path.join(t.fault_dir, hit[0]))
+        os.kill(pid, signal.SIGCONT)
+        th.join(60)
+        c.quit()
+        assert result["data"][0][0] == 250, result
+        return gids
+
+    # The spool INBOX: the group is kept as saved gid, to be effective only while
+    # the spool file or the dotlock is made (and the dotlock removed).
+    gids = delivery_gids("sys@example.test")
+    assert gids[0] == gids[1] == pw.pw_gid and gids[2] == mail_gid, gids
+    # The folder in the home: the group is gone.
+    gids = delivery_gids("sys+Lists@example.test")
+    assert set(gids) == {pw.pw_gid}, gids
+    with open(lists, "rb") as f:
+        assert b"Subject: to sys+Lists@example.test" in f.read()
