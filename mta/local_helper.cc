@@ -152,7 +152,7 @@ LocalOutcome run_job(const common::Config& cfg, const HelperIds& ids, const Pack
   }
   Result<common::UserIds> user = common::lookup_uid(*uid);
   if (!user) return outcome('d', "4.3.0", "local helper: the alias table owner: " + user.error().message);
-  Result<std::string> body = read_message(msg_fd, cfg.integer("message_size_limit"));
+  Result<std::string> body = read_message(msg_fd, cfg.bytes("message_size_limit"));
   if (!body && body.error().kind == common::ErrorKind::kTooBig) {
     return outcome('b', "5.3.4", "local helper: " + body.error().message);
   }

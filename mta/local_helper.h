@@ -72,6 +72,10 @@ class LocalHelper {
   // most the job's time limit and a minute more.
   LocalOutcome deliver(const LocalJob& job);
 
+  // The helper's socket and pid, for tests that play a compromised tern-mta.
+  int socket_for_tests() const { return sock_.get(); }
+  pid_t pid_for_tests() const { return pid_; }
+
  private:
   LocalHelper(common::UniqueFd sock, pid_t pid) : sock_(std::move(sock)), pid_(pid) {}
   std::mutex mu_;

@@ -2,6 +2,10 @@
 // environment, and files that are symlinks.
 #include "mta/local_delivery.h"
 
+#include <dirent.h>
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,6 +14,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/config.h"
+#include "common/sockets.h"
 #include "mta/local_helper.h"
 
 using namespace tern;
@@ -131,4 +137,109 @@ TEST_CASE("a command that closes its output is still killed at the time limit") 
   ::usleep(200 * 1000);
   struct stat st;
   CHECK(::stat((dir + "/finished").c_str(), &st) != 0);  // the whole group was killed
+}
+
+namespace {
+
+// A helper as tern-master starts it, with one alias to a command in a root-owned
+// table, for tests that play a compromised tern-mta on its socket.
+std::unique_ptr<mta::LocalHelper> start_helper(const std::string& dir) {
+  {
+    std::ofstream a(dir + "/aliases");
+    a << "prog: \"|cat > /dev/null\"\n";
+  }
+  common::Result<common::Config> cfg = common::Config::parse(
+      "alias_maps = texthash:" + dir + "/aliases\nmail_owner = daemon\ndefault_privs = nobody\n"
+      "mydestination = example.test\nmessage_size_limit = 1M\n",
+      dir + "/tern.conf");
+  REQUIRE(cfg);
+  common::Result<std::unique_ptr<mta::LocalHelper>> h = mta::LocalHelper::start(*cfg);
+  REQUIRE(h);
+  return std::move(h).value();
+}
+
+// The helper's child processes (its job processes), from /proc.
+int children_of(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
+  int n = 0;
+  std::string one;
+  while (in >> one) ++n;
+  return n;
+}
+
+// One job with a message fd of our choosing; the job's answer packet ("" if none).
+std::string job_with_message_fd(mta::LocalHelper& h, int msg_fd) {
+  int sv[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == 0);
+  common::UniqueFd mine(sv[0]), theirs(sv[1]);
+  REQUIRE(common::net::send_fd(h.socket_for_tests(), theirs.get(), "JOB"));
+  theirs.reset();
+  const std::string req = common::net::encode_packet(
+      "DELIVER", {{"kind", "command"}, {"target", "cat > /dev/null"}, {"recipient", "prog@example.test"},
+                  {"sender", "a@example.org"}, {"queue_id", "4Xq9Kp2TyrzK1"}});
+  REQUIRE(common::net::send_fd(mine.get(), msg_fd, req));
+  pollfd p{mine.get(), POLLIN, 0};
+  if (::poll(&p, 1, 60000) <= 0) return "";
+  auto reply = common::net::recv_fd(mine.get(), mta::kMaxLocalPacket);
+  return reply ? reply->first : "";
+}
+
+}  // namespace
+
+// Independent review, finding 3: the helper is root and its threat model is a
+// compromised tern-mta. Each JOB forked a root process with no bound.
+TEST_CASE("local helper: at most 64 root job processes at once, the next job waits") {
+  if (::geteuid() != 0) {
+    WARN("skipped: the helper's jobs become default_privs (nobody), which needs root");
+    return;
+  }
+  const std::string dir = temp_dir();
+  std::unique_ptr<mta::LocalHelper> h = start_helper(dir);
+  std::vector<common::UniqueFd> held;  // job sockets we never write to
+  for (int i = 0; i < 80; ++i) {
+    int sv[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == 0);
+    held.emplace_back(sv[0]);
+    common::UniqueFd theirs(sv[1]);
+    REQUIRE(common::net::send_fd(h->socket_for_tests(), theirs.get(), "JOB"));
+  }
+  int most = 0;
+  for (int i = 0; i < 40; ++i) {  // 2 s for the helper to fork what it will
+    most = std::max(most, children_of(h->pid_for_tests()));
+    ::usleep(50 * 1000);
+  }
+  CHECK(most == 64);
+  held.clear();  // the jobs see their socket close and exit; the rest are forked
+  std::string reply;
+  for (int i = 0; i < 100 && children_of(h->pid_for_tests()) > 0; ++i) ::usleep(50 * 1000);
+  // The helper still serves.
+  common::UniqueFd msg(::memfd_create("m", MFD_CLOEXEC));
+  const std::string body = "Subject: x\r\n\r\nx\r\n";
+  REQUIRE(::write(msg.get(), body.data(), body.size()) == static_cast<ssize_t>(body.size()));
+  reply = job_with_message_fd(*h, msg.get());
+  CHECK(reply.rfind("DONE\tstatus=s", 0) == 0);
+  INFO(reply);
+}
+
+TEST_CASE("local helper: the message fd must be a plain file within message_size_limit") {
+  if (::geteuid() != 0) {
+    WARN("skipped: the helper's jobs become default_privs (nobody), which needs root");
+    return;
+  }
+  const std::string dir = temp_dir();
+  std::unique_ptr<mta::LocalHelper> h = start_helper(dir);
+  // A sparse memfd of 64 GiB: read as root into memory by the old code.
+  common::UniqueFd huge(::memfd_create("huge", MFD_CLOEXEC));
+  REQUIRE(::ftruncate(huge.get(), off_t{64} << 30) == 0);
+  std::string reply = job_with_message_fd(*h, huge.get());
+  INFO(reply);
+  CHECK(reply.rfind("DONE\tstatus=b\tdsn=5.3.4", 0) == 0);
+  // A pipe (a read that never ends, or an unbounded stream).
+  int pfd[2];
+  REQUIRE(::pipe2(pfd, O_CLOEXEC) == 0);
+  common::UniqueFd rd(pfd[0]), wr(pfd[1]);
+  reply = job_with_message_fd(*h, rd.get());
+  INFO(reply);
+  CHECK(reply.rfind("DONE\tstatus=d\tdsn=4.3.0", 0) == 0);
+  CHECK(reply.find("not a plain file") != std::string::npos);
 }
