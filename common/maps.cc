@@ -7,11 +7,15 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "common/privilege.h"
 #include "common/text.h"
 #include "common/unique_fd.h"
 
 namespace tern::common {
 namespace {
+
+// The largest value a child reading another user's table may answer.
+constexpr size_t kMaxOwnerValue = 1 << 20;
 
 struct Spec {
   std::string type;
@@ -100,7 +104,11 @@ Result<std::string> read_table_file(const std::string& path, struct stat& st, of
   // O_NONBLOCK: a FIFO in a table's place never blocks the open.
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
   if (fd.get() < 0) return errno_error("open " + path, errno);
-  if (::fstat(fd.get(), &st) < 0) return errno_error("stat " + path, errno);
+  return read_table_fd(fd.get(), path, st, max_size);
+}
+
+Result<std::string> read_table_fd(int fd, const std::string& path, struct stat& st, off_t max_size) {
+  if (::fstat(fd, &st) < 0) return errno_error("stat " + path, errno);
   const std::string bound = max_size > 0 ? " of at most " + std::to_string(max_size) + " bytes" : "";
   if (!S_ISREG(st.st_mode) || (max_size > 0 && st.st_size > max_size)) {
     return make_error(ErrorKind::kPerm, path + ": not a regular file" + bound);
@@ -108,7 +116,7 @@ Result<std::string> read_table_file(const std::string& path, struct stat& st, of
   std::string text;
   char buf[65536];
   for (;;) {
-    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    ssize_t n = ::read(fd, buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return errno_error("read " + path, errno);
     if (n == 0) return text;
@@ -166,6 +174,7 @@ Result<std::unique_ptr<Map>> Map::open(const std::string& spec_text, MapSyntax s
   m->type_ = spec->type;
   m->path_ = spec->db;
   m->syntax_ = syntax;
+  m->owner_reads_ = ::geteuid() == 0 && spec->type != "texthash";
   if (Status s = m->refresh(); !s) return s.take_error();
   return m;
 }
@@ -177,7 +186,9 @@ Status Map::refresh() {
     if (type_ == "lmdb" && errno == ENOENT) e.message += " (run: ternctl postmap " + spec_ + ")";
     return e;
   }
-  if (st.st_ino == inode_ && st.st_mtim.tv_sec == mtime_.tv_sec && st.st_mtim.tv_nsec == mtime_.tv_nsec) {
+  // (Under owner_reads_ a chown reopens too: who maps the file depends on its owner.)
+  if (st.st_ino == inode_ && st.st_mtim.tv_sec == mtime_.tv_sec && st.st_mtim.tv_nsec == mtime_.tv_nsec &&
+      (!owner_reads_ || st.st_uid == owner_)) {
     owner_ = st.st_uid;  // chown changes neither
     return {};
   }
@@ -188,6 +199,31 @@ Status Map::refresh() {
     if (!entries) return entries.take_error();
     text_ = std::move(entries).value();
     std::stable_sort(text_.begin(), text_.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  } else if (owner_reads_) {
+    // Opened, not mapped: its owner decides whether root maps it.
+    UniqueFd fd(::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+    if (!fd) return errno_error("open " + path_, errno);
+    if (::fstat(fd.get(), &st) < 0) return errno_error("stat " + path_, errno);
+    if (!S_ISREG(st.st_mode)) return make_error(ErrorKind::kPerm, path_ + ": not a regular file");
+    env_.reset();
+    owned_fd_ = std::move(fd);
+    if (st.st_uid == 0) {
+      // Root's own table: mapped here, as always (through the same open file).
+      lmdb::Env::Options o;
+      o.flags = MDB_NOSUBDIR | MDB_RDONLY | MDB_NOLOCK;
+      o.map_size = 0;
+      Result<std::unique_ptr<lmdb::Env>> env = lmdb::Env::open("/proc/self/fd/" + std::to_string(owned_fd_.get()), o);
+      if (!env) return env.take_error();
+      Status s = lmdb::read(**env, [&](lmdb::Txn& t) -> Status {
+        Result<MDB_dbi> d = t.open_db(nullptr, false);
+        if (!d) return d.take_error();
+        dbi_ = *d;
+        return {};
+      });
+      if (!s) return s;
+      env_ = std::move(env).value();
+      owned_fd_.reset();
+    }
   } else {
     lmdb::Env::Options o;
     o.flags = MDB_NOSUBDIR | MDB_RDONLY | MDB_NOLOCK;  // the file is replaced, never written in place
@@ -223,6 +259,35 @@ Result<std::optional<std::string>> Map::lookup(const std::string& key_in) {
                                [](const std::string& k, const auto& e) { return k < e.first; });
     if (it == text_.begin() || std::prev(it)->first != key) return std::optional<std::string>();
     return std::optional<std::string>(std::prev(it)->second);
+  }
+  if (owned_fd_) {
+    // Another user's compiled table: looked up by a child that is that user, on
+    // the file root opened (so the owner is the owner of what is read).
+    const std::string via = "/proc/self/fd/" + std::to_string(owned_fd_.get());
+    Result<std::string> got = run_as(
+        owner_,
+        [&]() -> Result<std::string> {
+          lmdb::Env::Options o;
+          o.flags = MDB_NOSUBDIR | MDB_RDONLY | MDB_NOLOCK;
+          o.map_size = 0;
+          Result<std::unique_ptr<lmdb::Env>> env = lmdb::Env::open(via, o);
+          if (!env) return env.take_error();
+          std::string answer = "-";  // absent
+          Status s = lmdb::read(**env, [&](lmdb::Txn& t) -> Status {
+            Result<MDB_dbi> d = t.open_db(nullptr, false);
+            if (!d) return d.take_error();
+            Result<std::string_view> v = t.get(*d, key);
+            if (v) answer = "+" + std::string(*v);
+            else if (v.error().kind != ErrorKind::kNotFound) return v.take_error();
+            return {};
+          });
+          if (!s) return s.take_error();
+          return answer;
+        },
+        kMaxOwnerValue);
+    if (!got) return make_error(ErrorKind::kTemp, "map " + spec_ + ": " + got.error().message);
+    if (got->empty() || (*got)[0] == '-') return std::optional<std::string>();
+    return std::optional<std::string>(got->substr(1));
   }
   std::optional<std::string> out;
   Status s = lmdb::read(*env_, [&](lmdb::Txn& t) -> Status {

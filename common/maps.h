@@ -25,6 +25,7 @@
 
 #include "common/lmdb.h"
 #include "common/result.h"
+#include "common/unique_fd.h"
 
 namespace tern::common {
 
@@ -43,12 +44,18 @@ Result<std::vector<std::pair<std::string, std::string>>> parse_map_source(const 
 // after a stat by name (independent review, finding 1). A plain file only, of at
 // most max_size bytes when max_size > 0.
 Result<std::string> read_table_file(const std::string& path, struct stat& st, off_t max_size = 0);
+// The same from a descriptor already open (`path` is for messages).
+Result<std::string> read_table_fd(int fd, const std::string& path, struct stat& st, off_t max_size = 0);
 
 // Compiles "type:path" (or a bare path, taken as lmdb:) from its source file.
 Status compile_map(const std::string& spec, MapSyntax syntax);
 
 class Map {
  public:
+  // A root process (tern-mta's local helper, ternctl) never maps a compiled table
+  // that another user owns (LMDB does not check a hostile file): each lookup runs
+  // in a child that is the owner, on the file root opened (run_as, privilege.h;
+  // independent review, finding 7). Root's own tables are mapped as always.
   static Result<std::unique_ptr<Map>> open(const std::string& spec, MapSyntax syntax);
   // The value, nullopt when absent; an error when the table cannot be read.
   Result<std::optional<std::string>> lookup(const std::string& key);
@@ -71,6 +78,8 @@ class Map {
   uid_t owner_ = static_cast<uid_t>(-1);
   std::unique_ptr<lmdb::Env> env_;
   MDB_dbi dbi_ = 0;
+  bool owner_reads_ = false;
+  UniqueFd owned_fd_;  // owner_reads_: the compiled table of another user, opened by root, never mapped here
   std::vector<std::pair<std::string, std::string>> text_;  // texthash: sorted entries
 };
 

@@ -4,7 +4,11 @@
 #include <grp.h>
 #include <pwd.h>
 #include <sys/prctl.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,6 +17,7 @@
 #include <vector>
 
 #include "common/config.h"
+#include "common/sockets.h"
 #include "common/text.h"
 
 namespace tern::common {
@@ -69,6 +74,110 @@ UserIds current_user() {
   x.uid = ::geteuid();
   x.gid = ::getegid();
   return x;
+}
+
+namespace {
+
+// In a forked child: becomes `uid` for good or exits.
+void become_or_exit(uid_t uid) {
+  Result<UserIds> u = lookup_uid(uid);
+  if (!u || !drop_privileges(*u, u->gid)) ::_exit(111);
+}
+
+Status reap(pid_t pid) {
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return errno_error("waitpid", errno);
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<UniqueFd> open_as(const std::string& path, int flags, uid_t uid) {
+  if (::geteuid() != 0 || uid == ::geteuid()) {
+    UniqueFd fd(::open(path.c_str(), flags | O_CLOEXEC));
+    if (!fd) return errno_error("open " + path, errno);
+    return fd;
+  }
+  if (uid == 0) return make_error(ErrorKind::kDenied, "open " + path + ": refusing to open as root for a user");
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return errno_error("socketpair", errno);
+  UniqueFd ours(sv[0]), theirs(sv[1]);
+  pid_t pid = ::fork();
+  if (pid < 0) return errno_error("fork", errno);
+  if (pid == 0) {
+    ours.reset();
+    become_or_exit(uid);
+    UniqueFd fd(::open(path.c_str(), flags | O_CLOEXEC));
+    const int err = fd ? 0 : errno;
+    (void)net::send_fd(theirs.get(), fd.get(), std::to_string(err));
+    ::_exit(0);
+  }
+  theirs.reset();
+  Result<std::pair<std::string, UniqueFd>> got = net::recv_fd(ours.get(), 64);
+  if (Status r = reap(pid); !r) return r.take_error();
+  if (!got || got->first.empty()) {
+    return make_error(ErrorKind::kTemp, "open " + path + " as uid " + std::to_string(uid) + ": the child died");
+  }
+  if (got->first != "0" || !got->second) {
+    const int err = static_cast<int>(parse_u64(got->first).value_or(EIO));
+    return errno_error("open " + path + " as uid " + std::to_string(uid), err ? err : EIO);
+  }
+  return std::move(got->second);
+}
+
+Result<std::string> run_as(uid_t uid, const std::function<Result<std::string>()>& fn, size_t max_reply) {
+  if (::geteuid() != 0 || uid == ::geteuid()) return fn();
+  if (uid == 0) return make_error(ErrorKind::kDenied, "refusing to run as root for a user");
+  int pfd[2];
+  if (::pipe2(pfd, O_CLOEXEC) < 0) return errno_error("pipe", errno);
+  UniqueFd rd(pfd[0]), wr(pfd[1]);
+  pid_t pid = ::fork();
+  if (pid < 0) return errno_error("fork", errno);
+  if (pid == 0) {
+    rd.reset();
+    become_or_exit(uid);
+    Result<std::string> r = fn();
+    // "O" and the answer, or "E", the error kind and its message.
+    std::string out = r ? "O" + *r : "E" + std::to_string(static_cast<int>(r.error().kind)) + " " + r.error().message;
+    for (size_t off = 0; off < out.size();) {
+      ssize_t n = ::write(wr.get(), out.data() + off, out.size() - off);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      off += static_cast<size_t>(n);
+    }
+    ::_exit(0);
+  }
+  wr.reset();
+  std::string got;
+  char buf[4096];
+  bool too_long = false;
+  for (;;) {
+    ssize_t n = ::read(rd.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got.append(buf, static_cast<size_t>(n));
+    if (got.size() > max_reply + 64) {
+      too_long = true;
+      ::kill(pid, SIGKILL);
+      break;
+    }
+  }
+  if (Status r = reap(pid); !r) return r.take_error();
+  const std::string who = "the process reading as uid " + std::to_string(uid);
+  if (too_long) return make_error(ErrorKind::kTemp, who + " answered more than " + std::to_string(max_reply) + " bytes");
+  if (got.empty()) return make_error(ErrorKind::kTemp, who + " died without an answer");
+  if (got[0] == 'O') {
+    if (got.size() - 1 > max_reply) return make_error(ErrorKind::kTemp, who + " answered too much");
+    return got.substr(1);
+  }
+  const size_t sp = got.find(' ');
+  std::optional<uint64_t> kind = parse_u64(std::string_view(got).substr(1, sp == std::string::npos ? 0 : sp - 1));
+  if (got[0] != 'E' || !kind || sp == std::string::npos || *kind > static_cast<uint64_t>(ErrorKind::kMapFull)) {
+    return make_error(ErrorKind::kTemp, who + ": malformed answer");
+  }
+  return make_error(static_cast<ErrorKind>(*kind), got.substr(sp + 1));
 }
 
 Status drop_saved_gid() {

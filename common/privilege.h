@@ -8,10 +8,12 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "common/result.h"
+#include "common/unique_fd.h"
 
 namespace tern::common {
 
@@ -32,6 +34,20 @@ UserIds current_user();
 
 // Becomes `user` (and `gid`, normally user.gid) for good, then verifies.
 Status drop_privileges(const UserIds& user, gid_t gid);
+
+// Root reading a file that a user controls reads it as that user (Postfix opens
+// :include: files and reads user-owned tables with the owner's rights, never as
+// root). Both fork a child that becomes `uid` (its passwd entry's gid, no other
+// groups; refused for uid 0 or an unknown uid) and run only there; a process that
+// is not root, or is already `uid`, does the work itself.
+//
+// open_as: the child opens `path` with `flags` and hands the descriptor back, so
+// the caller reads (and fstats) exactly what the user could open.
+Result<UniqueFd> open_as(const std::string& path, int flags, uid_t uid);
+// run_as: `fn` runs in the child, whose answer (at most max_reply bytes) comes back
+// over a pipe; a child that dies or answers too much is a kTemp error. Descriptors
+// the caller holds are inherited (fn may use one the caller opened as root).
+Result<std::string> run_as(uid_t uid, const std::function<Result<std::string>()>& fn, size_t max_reply);
 
 // Makes the real and saved group IDs the effective one, so a group kept as saved
 // gid (mail_privileged_group) can no longer be taken back; then verifies.

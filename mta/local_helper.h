@@ -16,7 +16,12 @@
 //           virtual_alias_maps, :include: files) read from the files, and goes on
 //           only when that expansion has the destination; the owner is the owner
 //           of the table (or include file) that expansion found it in, never a uid
-//           tern-mta sends. The message itself is untrusted content, as always.
+//           tern-mta sends. Files other users own are not parsed as root: their
+//           compiled tables are looked up by a child that is the owner, and
+//           :include: files are opened with the naming table's owner's rights
+//           (default_privs for root's tables), as Postfix local(8) does
+//           (common/maps.h, privilege.h open_as/run_as). The message itself is
+//           untrusted content, as always.
 // PRIVILEGE Root in the helper. Each job is a process of its own, forked by the
 //           helper (so a slow command holds up no other delivery): it closes every
 //           fd but its job socket and the log, checks the destination, then becomes

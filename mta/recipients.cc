@@ -1,5 +1,6 @@
 #include "mta/recipients.h"
 
+#include <fcntl.h>
 #include <pwd.h>
 #include <sys/stat.h>
 
@@ -10,6 +11,7 @@
 #include <sstream>
 
 #include "common/log.h"
+#include "common/privilege.h"
 #include "common/text.h"
 
 namespace tern::mta {
@@ -79,10 +81,21 @@ Result<std::unique_ptr<RecipientTables>> RecipientTables::from_config(const comm
     };
   }
   x.classify = [self](const std::string& domain) { return self->domains_.classify(domain, false); };
-  x.read_include = [](const std::string& path) -> Result<std::pair<std::string, uid_t>> {
+  // Who opens an include file named by root's table: default_privs (Postfix).
+  uid_t default_privs = static_cast<uid_t>(-1);
+  if (Result<common::UserIds> dp = common::lookup_user(cfg.str("default_privs"))) default_privs = dp->uid;
+  x.read_include = [default_privs](const std::string& path, uid_t parent) -> Result<std::pair<std::string, uid_t>> {
+    // As the parent's owner (root's tables: default_privs); a process that is not
+    // root opens it as itself (open_as). O_NONBLOCK: a FIFO never blocks the open.
+    const uid_t as = parent == 0 ? default_privs : parent;
+    if (::geteuid() == 0 && (as == static_cast<uid_t>(-1) || as == 0)) {
+      return common::make_error(ErrorKind::kTemp, "open " + path + ": default_privs is unknown or root");
+    }
+    Result<common::UniqueFd> fd = common::open_as(path, O_RDONLY | O_NOCTTY | O_NONBLOCK, as);
+    if (!fd) return fd.take_error();
     // Bound: an include file is a list of addresses, not a mailbox.
     struct stat st;
-    Result<std::string> text = common::read_table_file(path, st, 1 << 20);
+    Result<std::string> text = common::read_table_fd(fd->get(), path, st, 1 << 20);
     if (!text) return text.take_error();
     return std::make_pair(std::move(text).value(), st.st_uid);
   };

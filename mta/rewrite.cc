@@ -204,7 +204,7 @@ Status Expander::expand_alias_value(const std::string& value, const std::string&
         add(out, error_dest("5.3.5 bad :include: path " + common::log_escape(path, 128), orig));
         continue;
       }
-      Result<std::pair<std::string, uid_t>> f = t_.read_include(path);
+      Result<std::pair<std::string, uid_t>> f = t_.read_include(path, owner);
       if (!f) {
         if (f.error().kind == ErrorKind::kTemp) return f.take_error();
         add(out, error_dest("5.3.5 cannot open include file " + path + ": " + f.error().message, orig));

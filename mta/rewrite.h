@@ -55,7 +55,11 @@ struct ExpandTables {
   AliasLookup alias;     // keys "user"; local domains only
   std::function<common::Result<AddressClass>(const std::string& domain)> classify;
   // Reads an :include: file: its text and owner.
-  std::function<common::Result<std::pair<std::string, uid_t>>(const std::string& path)> read_include;
+  // The text and owner of an :include: file named by an entry whose table (or
+  // include file) `parent_owner` owns: opened with that owner's rights, as
+  // Postfix local(8) does, so an include cannot read what its owner could not.
+  std::function<common::Result<std::pair<std::string, uid_t>>(const std::string& path, uid_t parent_owner)>
+      read_include;
   std::string delimiters = "+";
   std::string myorigin;            // domain for unqualified virtual alias results
   size_t expansion_limit = 1000;

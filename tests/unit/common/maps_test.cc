@@ -143,3 +143,55 @@ TEST_CASE("as root, a texthash table swapped while it is read keeps its text and
   INFO("rounds " << rounds);
   CHECK(mismatched == 0);
 }
+
+namespace {
+bool mapped_here(const std::string& path) {
+  std::ifstream in("/proc/self/maps");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.find(path) != std::string::npos) return true;
+  }
+  return false;
+}
+}  // namespace
+
+// Independent review, finding 7: root (tern-mta's local helper) mapped and walked
+// compiled tables that other users own, and LMDB does not check a hostile file.
+TEST_CASE("root never maps another user's compiled table: the owner's child looks it up") {
+  if (::geteuid() != 0) {
+    WARN("skipped: reading as the table's owner needs root");
+    return;
+  }
+  std::string dir = temp_dir();
+  std::string src = dir + "/aliases";
+  write(src, "list: \"|/usr/bin/list-handler\"\nother: x\n");
+  REQUIRE(compile_map("lmdb:" + src, MapSyntax::kAliases).ok());
+  const std::string db = src + ".lmdb";
+  REQUIRE(::chown(db.c_str(), 65534, 65534) == 0);  // nobody's, as Mailman's aliases are list's
+  auto m = Map::open("lmdb:" + src, MapSyntax::kAliases);
+  REQUIRE(m.ok());
+  auto v = (*m)->lookup("list");
+  REQUIRE(v.ok());
+  REQUIRE(v->has_value());
+  CHECK(**v == "\"|/usr/bin/list-handler\"");
+  CHECK((*m)->owner() == 65534);
+  auto none = (*m)->lookup("nobody-here");
+  REQUIRE(none.ok());
+  CHECK_FALSE(none->has_value());
+  CHECK_FALSE(mapped_here(db));
+  // With the owner's rights: a table its owner cannot read is not read for it.
+  REQUIRE(::chmod(db.c_str(), 0) == 0);
+  auto m2 = Map::open("lmdb:" + src, MapSyntax::kAliases);
+  REQUIRE(m2.ok());  // root opened it; only the owner's child reads
+  auto denied = (*m2)->lookup("list");
+  REQUIRE_FALSE(denied.ok());
+  CHECK(denied.error().kind == ErrorKind::kTemp);
+  CHECK(denied.error().message.find("Permission denied") != std::string::npos);
+  // Root's own table is mapped as before.
+  REQUIRE(::chown(db.c_str(), 0, 0) == 0);
+  REQUIRE(::chmod(db.c_str(), 0644) == 0);
+  auto rootm = Map::open("lmdb:" + src, MapSyntax::kAliases);
+  REQUIRE(rootm.ok());
+  REQUIRE((*rootm)->lookup("other").ok());
+  CHECK(mapped_here(db));
+}

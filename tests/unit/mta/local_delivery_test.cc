@@ -17,6 +17,7 @@
 #include "common/config.h"
 #include "common/sockets.h"
 #include "mta/local_helper.h"
+#include "mta/recipients.h"
 
 using namespace tern;
 
@@ -242,4 +243,43 @@ TEST_CASE("local helper: the message fd must be a plain file within message_size
   INFO(reply);
   CHECK(reply.rfind("DONE\tstatus=d\tdsn=4.3.0", 0) == 0);
   CHECK(reply.find("not a plain file") != std::string::npos);
+}
+
+// Independent review, finding 7: :include: files were read as root. Postfix
+// local(8) opens them with the rights of the entry that names them: the table's
+// owner, default_privs for root's tables; an include its owner could not read is
+// not read for it.
+TEST_CASE("local helper: :include: files are opened as the naming table's owner, default_privs for root's") {
+  if (::geteuid() != 0) {
+    WARN("skipped: opening as default_privs needs root");
+    return;
+  }
+  const std::string dir = temp_dir();
+  REQUIRE(::chmod(dir.c_str(), 0755) == 0);
+  {
+    std::ofstream a(dir + "/aliases");
+    a << "secret: :include:" << dir << "/secret-list\nopen: :include:" << dir << "/open-list\n";
+    std::ofstream(dir + "/secret-list") << "\"|/bin/echo run as the include's owner\"\n";
+    std::ofstream(dir + "/open-list") << "bob@example.org\n";
+  }
+  REQUIRE(::chmod((dir + "/secret-list").c_str(), 0600) == 0);  // root's alone
+  REQUIRE(::chmod((dir + "/open-list").c_str(), 0644) == 0);
+  common::Result<common::Config> cfg = common::Config::parse(
+      "alias_maps = texthash:" + dir + "/aliases\nmydestination = example.test\ndefault_privs = nobody\n"
+      "allow_mail_to_commands = alias, include\n",
+      dir + "/tern.conf");
+  REQUIRE(cfg);
+  auto tables = mta::RecipientTables::from_config(*cfg);
+  REQUIRE(tables);
+  auto secret = (*tables)->expand("secret@example.test");
+  REQUIRE(secret);
+  REQUIRE(secret->size() == 1);
+  CHECK((*secret)[0].kind == mta::Destination::Kind::kError);
+  CHECK((*secret)[0].value.find("Permission denied") != std::string::npos);
+  INFO((*secret)[0].value);
+  auto open = (*tables)->expand("open@example.test");
+  REQUIRE(open);
+  REQUIRE(open->size() == 1);
+  CHECK((*open)[0].kind == mta::Destination::Kind::kAddress);
+  CHECK((*open)[0].value == "bob@example.org");
 }

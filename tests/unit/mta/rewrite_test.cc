@@ -34,7 +34,7 @@ struct Fixture {
       if (d == "virtual.example") return AddressClass::kVirtualAlias;
       return AddressClass::kDefault;
     };
-    t.read_include = [this](const std::string& p) -> common::Result<std::pair<std::string, uid_t>> {
+    t.read_include = [this](const std::string& p, uid_t) -> common::Result<std::pair<std::string, uid_t>> {
       auto it = includes.find(p);
       if (it == includes.end()) return common::make_error(common::ErrorKind::kNotFound, "no such file");
       return std::make_pair(it->second, static_cast<uid_t>(1000));
