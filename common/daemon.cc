@@ -1,5 +1,6 @@
 #include "common/daemon.h"
 
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sysexits.h>
@@ -209,6 +210,17 @@ int daemon_main(int argc, char** argv, const DaemonSpec& spec) {
 #else
         const bool chroot_ok = true;
 #endif
+        if (!spec.chroot_key.empty() && ctx.config.boolean(spec.chroot_key)) {
+          // A network namespace of its own as well: a chroot hides paths, not the
+          // abstract unix sockets (@/tmp/.X11-unix/X0, a container runtime's), which
+          // live in the network namespace. The listeners it was given and the path
+          // sockets it connects to keep working (independent review, finding 9).
+          if (::unshare(CLONE_NEWNET) != 0) {
+            log::warning("%s: %s = yes: no network namespace of its own (abstract sockets stay reachable): "
+                         "unshare: %s",
+                         ctx.config.origin(spec.chroot_key).c_str(), spec.chroot_key.c_str(), std::strerror(errno));
+          }
+        }
         if (chroot_ok && !spec.chroot_key.empty() && ctx.config.boolean(spec.chroot_key)) {
           const std::string dir = ctx.config.str("base_dir") + "/" + kLoginDir;
           if (Status s = enter_chroot(dir); !s) {

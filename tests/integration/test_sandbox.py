@@ -35,6 +35,13 @@ def test_network_facing_processes_run_filtered_and_root_ones_do_not(mra):
         assert st["Seccomp"] == "2", name  # SECCOMP_MODE_FILTER
     # The post-login process forks and execs workers as users: no filter there.
     assert status_fields(pids["postlogin"])["Seccomp"] == "0"
+    # The login process has a network namespace of its own (login_chroot): the
+    # abstract unix sockets of the host, which no chroot hides, are not in it
+    # (independent review, finding 9). Its listeners and path sockets still work:
+    # this session came through them.
+    host_net = os.readlink("/proc/self/ns/net")
+    assert os.readlink(f"/proc/{pids['login']}/ns/net") != host_net
+    assert os.readlink(f"/proc/{mra.pid_of('mta')}/ns/net") == host_net
     c.logout()
 
 
@@ -63,6 +70,7 @@ def test_login_chroot_no_keeps_the_root(tmp_path):
     t = make_mra(settings={"login_chroot": "no"})
     try:
         assert os.readlink(f"/proc/{mra_pids(t)['login']}/root") == "/"
+        assert os.readlink(f"/proc/{mra_pids(t)['login']}/ns/net") == os.readlink("/proc/self/ns/net")
         c = imap(t)  # the same sockets by their full path, base_dir/login/...
         assert c.select("INBOX")[0] == "OK"
         c.logout()
