@@ -124,6 +124,7 @@ void HeaderFilter::feed(std::string_view in, std::string& out) {
       break;
     }
     if (!dropping_) hdr_.append(line.data(), line.size());
+    else removed_ += line.size();
     pos = nl + 1;
   }
   if (!in_headers_) {
@@ -158,12 +159,16 @@ void HeaderFilter::finish(std::string& out) {
         hdr_ += partial_;
         hdr_ += "\r\n";  // a header line must end; the filter adds the CRLF
         added_ += 2;
+      } else {
+        removed_ += partial_.size();
       }
     } else if ((partial_[0] == ' ' || partial_[0] == '\t') && !cur_name_.empty()) {
       if (!dropping_) {
         hdr_ += partial_;
         hdr_ += "\r\n";
         added_ += 2;
+      } else {
+        removed_ += partial_.size();
       }
     } else {
       // Not a header: body text after the header section.

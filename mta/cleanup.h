@@ -47,6 +47,8 @@ class HeaderFilter {
   bool had_date() const { return had_date_; }
   // Bytes added by the filter (so the caller can tell the client's size from ours).
   uint64_t added_bytes() const { return added_; }
+  // Bytes of the message's own that it removed (drop_headers lines).
+  uint64_t removed_bytes() const { return removed_; }
 
  private:
   void end_headers(std::string& out, std::string_view terminator);
@@ -65,6 +67,7 @@ class HeaderFilter {
   bool had_from_ = false;
   std::string found_message_id_;
   uint64_t added_ = 0;
+  uint64_t removed_ = 0;
 };
 
 }  // namespace tern::mta

@@ -3,7 +3,8 @@
 //
 // Input: byte 0 picks the piece size, byte 1 the options, the rest is the message.
 // Invariants: the output is the same however the message is split; it is exactly
-// the input plus the bytes the filter says it added; it starts with the prepended
+// the input plus the bytes the filter says it added, less those it says it removed
+// (drop_headers); it starts with the prepended
 // Received header; the added Message-ID is reported when the message had none.
 #include <cstdint>
 #include <cstdlib>
@@ -44,7 +45,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string whole = run(o, msg, 0, &whole_f);
   std::string split = run(o, msg, piece, &split_f);
   if (whole != split) std::abort();
-  if (whole.size() != msg.size() + whole_f.added_bytes()) std::abort();
+  if (whole.size() != msg.size() + whole_f.added_bytes() - whole_f.removed_bytes()) std::abort();
+  if (whole_f.removed_bytes() != split_f.removed_bytes()) std::abort();
   if (whole.compare(0, o.prepend.size(), o.prepend) != 0) std::abort();
   if (o.add_message_id && !whole_f.had_message_id() && whole_f.message_id() != o.message_id) std::abort();
   return 0;
