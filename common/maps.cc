@@ -17,6 +17,25 @@ namespace {
 // The largest value a child reading another user's table may answer.
 constexpr size_t kMaxOwnerValue = 1 << 20;
 
+// A compiled table opened read-only (the file is replaced, never written in place)
+// with its main database.
+Result<std::unique_ptr<lmdb::Env>> open_compiled(const std::string& path, MDB_dbi& dbi) {
+  lmdb::Env::Options o;
+  o.flags = MDB_NOSUBDIR | MDB_RDONLY | MDB_NOLOCK;
+  o.map_size = 0;
+  Result<std::unique_ptr<lmdb::Env>> env = lmdb::Env::open(path, o);
+  if (!env) return env.take_error();
+  Status s = lmdb::read(**env, [&](lmdb::Txn& t) -> Status {
+    Result<MDB_dbi> d = t.open_db(nullptr, false);
+    if (!d) return d.take_error();
+    dbi = *d;
+    return {};
+  });
+  if (!s) return s.take_error();
+  return env;
+}
+
+
 struct Spec {
   std::string type;
   std::string source;  // the text file
@@ -209,34 +228,14 @@ Status Map::refresh() {
     owned_fd_ = std::move(fd);
     if (st.st_uid == 0) {
       // Root's own table: mapped here, as always (through the same open file).
-      lmdb::Env::Options o;
-      o.flags = MDB_NOSUBDIR | MDB_RDONLY | MDB_NOLOCK;
-      o.map_size = 0;
-      Result<std::unique_ptr<lmdb::Env>> env = lmdb::Env::open("/proc/self/fd/" + std::to_string(owned_fd_.get()), o);
+      Result<std::unique_ptr<lmdb::Env>> env = open_compiled("/proc/self/fd/" + std::to_string(owned_fd_.get()), dbi_);
       if (!env) return env.take_error();
-      Status s = lmdb::read(**env, [&](lmdb::Txn& t) -> Status {
-        Result<MDB_dbi> d = t.open_db(nullptr, false);
-        if (!d) return d.take_error();
-        dbi_ = *d;
-        return {};
-      });
-      if (!s) return s;
       env_ = std::move(env).value();
       owned_fd_.reset();
     }
   } else {
-    lmdb::Env::Options o;
-    o.flags = MDB_NOSUBDIR | MDB_RDONLY | MDB_NOLOCK;  // the file is replaced, never written in place
-    o.map_size = 0;
-    Result<std::unique_ptr<lmdb::Env>> env = lmdb::Env::open(path_, o);
+    Result<std::unique_ptr<lmdb::Env>> env = open_compiled(path_, dbi_);
     if (!env) return env.take_error();
-    Status s = lmdb::read(**env, [&](lmdb::Txn& t) -> Status {
-      Result<MDB_dbi> d = t.open_db(nullptr, false);
-      if (!d) return d.take_error();
-      dbi_ = *d;
-      return {};
-    });
-    if (!s) return s;
     // The owner and identity of the file LMDB opened, not of the name's stat above.
     int fd = -1;
     if (mdb_env_get_fd((*env)->get(), &fd) != 0 || ::fstat(fd, &st) < 0) {
@@ -267,16 +266,12 @@ Result<std::optional<std::string>> Map::lookup(const std::string& key_in) {
     Result<std::string> got = run_as(
         owner_,
         [&]() -> Result<std::string> {
-          lmdb::Env::Options o;
-          o.flags = MDB_NOSUBDIR | MDB_RDONLY | MDB_NOLOCK;
-          o.map_size = 0;
-          Result<std::unique_ptr<lmdb::Env>> env = lmdb::Env::open(via, o);
+          MDB_dbi dbi = 0;
+          Result<std::unique_ptr<lmdb::Env>> env = open_compiled(via, dbi);
           if (!env) return env.take_error();
           std::string answer = "-";  // absent
           Status s = lmdb::read(**env, [&](lmdb::Txn& t) -> Status {
-            Result<MDB_dbi> d = t.open_db(nullptr, false);
-            if (!d) return d.take_error();
-            Result<std::string_view> v = t.get(*d, key);
+            Result<std::string_view> v = t.get(dbi, key);
             if (v) answer = "+" + std::string(*v);
             else if (v.error().kind != ErrorKind::kNotFound) return v.take_error();
             return {};
